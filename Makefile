@@ -1,0 +1,34 @@
+# The two commands a new user runs: `make demo` and `make test`.
+# Set-up is shared, idempotent and fast when already done (a stamp file tracks pyproject.toml).
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.rao_envs-installed
+
+.PHONY: setup demo test test-slow bench clean
+
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "rao_envs needs Python 3.11+ (found %s)" % sys.version.split()[0]'
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q -U pip
+	$(PY) -m pip install -q -e ".[dev]"
+	@touch $@
+
+setup: $(STAMP)
+
+demo: setup
+	$(PY) -m rao_envs.demo
+
+test: setup
+	$(PY) -m pytest -m "not slow" -q
+
+# pytest exits 5 when it collects nothing (no slow test yet): that alone is not a failure.
+test-slow: setup
+	$(PY) -m pytest -m slow -q; rc=$$?; if [ $$rc -eq 5 ]; then echo "no slow tests collected"; rc=0; fi; exit $$rc
+
+bench: setup
+	$(PY) -m pip install -q -e ".[dev,bench]"
+	$(PY) benchmarks/engine_overhead.py
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache
