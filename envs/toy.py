@@ -1,0 +1,195 @@
+"""Toy-v0: evaluate an arithmetic expression tree, delegating sub-expressions.
+
+The smallest complete task, for docs and fast tests. A node's job is one expression such
+as ``((3 + 4) * (5 - 2))``; the ``calc`` tool applies one operator to two numbers, and a
+node may delegate each operand to a child (state scope ``isolated``: children share
+nothing). The verifier checks the node's own finish value exactly. The oracle delegates
+every compound operand (in parallel), combines the two results with ``calc`` and finishes.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Literal
+
+import numpy as np
+
+from rao_envs.errors import ToolError
+from rao_envs.task import NodeContext, Task, TaskInstance, tool
+from rao_envs.types import StateScope
+
+Expr = int | tuple[Any, str, Any]
+_TOKEN = re.compile(r"\s*(\d+|[()+\-*])")
+_OPS = {"+": lambda a, b: a + b, "-": lambda a, b: a - b, "*": lambda a, b: a * b}
+_DEPTHS = {"easy": (1, 2), "medium": (2, 3), "hard": (3, 4)}
+
+
+def parse(text: str) -> Expr:
+    """Parse ``+ - *`` expressions over integers with parentheses (usual precedence)."""
+    pos, tokens = 0, []
+    text = text.strip()
+    while pos < len(text):
+        m = _TOKEN.match(text, pos)
+        if not m:
+            raise ValueError(f"unexpected character {text[pos]!r} at position {pos}")
+        tokens.append(m.group(1))
+        pos = m.end()
+        while pos < len(text) and text[pos].isspace():
+            pos += 1
+    if len(tokens) > 400:
+        raise ValueError("expression too long")
+    expr, i = _sum(tokens, 0)
+    if i != len(tokens):
+        raise ValueError(f"unexpected {tokens[i]!r}")
+    return expr
+
+
+def _sum(t: list[str], i: int) -> tuple[Expr, int]:
+    left, i = _prod(t, i)
+    while i < len(t) and t[i] in "+-":
+        op = t[i]
+        right, i = _prod(t, i + 1)
+        left = (left, op, right)
+    return left, i
+
+
+def _prod(t: list[str], i: int) -> tuple[Expr, int]:
+    left, i = _atom(t, i)
+    while i < len(t) and t[i] == "*":
+        right, i = _atom(t, i + 1)
+        left = (left, "*", right)
+    return left, i
+
+
+def _atom(t: list[str], i: int) -> tuple[Expr, int]:
+    if i >= len(t):
+        raise ValueError("expression ended early")
+    if t[i] == "(":
+        inner, i = _sum(t, i + 1)
+        if i >= len(t) or t[i] != ")":
+            raise ValueError("missing ')'")
+        return inner, i + 1
+    if t[i].isdigit():
+        return int(t[i]), i + 1
+    raise ValueError(f"unexpected {t[i]!r}")
+
+
+def evaluate(expr: Expr) -> int:
+    """The value of a parsed expression."""
+    if isinstance(expr, int):
+        return expr
+    a, op, b = expr
+    return _OPS[op](evaluate(a), evaluate(b))
+
+
+def show(expr: Expr) -> str:
+    """Render a parsed expression fully parenthesised."""
+    if isinstance(expr, int):
+        return str(expr)
+    a, op, b = expr
+    return f"({show(a)} {op} {show(b)})"
+
+
+def _random_expr(rng: np.random.Generator, depth: int) -> Expr:
+    if depth == 0:
+        return int(rng.integers(1, 10))
+    sub = [depth - 1, int(rng.integers(0, depth))]
+    rng.shuffle(sub)
+    return (_random_expr(rng, sub[0]), str(rng.choice(list(_OPS))), _random_expr(rng, sub[1]))
+
+
+class ToyArithmetic(Task):
+    """Evaluate an arithmetic expression; delegate operands to sub-agents."""
+
+    name = "Toy"
+    version = 0
+    state_scope = StateScope.ISOLATED
+    difficulties = ("easy", "medium", "hard")
+    default_difficulty = "medium"
+    default_limits = {"max_depth": 4, "max_steps_per_node": 6, "max_nodes": 64}
+    delegate_args_doc = ", expr: str"
+    system_prompt = (
+        "You evaluate arithmetic expressions. The calc tool applies ONE operator to two integers. "
+        "Delegate compound operands to sub-agents with delegate(expr=...), then combine their results."
+    )
+
+    def generate(self, rng: np.random.Generator) -> TaskInstance:
+        """A random expression whose tree depth depends on the difficulty."""
+        lo, hi = _DEPTHS[self.difficulty]
+        expr = _random_expr(rng, int(rng.integers(lo, hi + 1)))
+        text = show(expr)
+        return TaskInstance(goal=f"Compute the value of {text}. Finish with the number.", args={"expr": text})
+
+    def child_args(self, parent: NodeContext, goal: str, args: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+        """A child needs ``expr``: a valid expression string."""
+        expr = args.get("expr")
+        if not isinstance(expr, str) or set(args) != {"expr"}:
+            raise ToolError('delegate needs exactly one task argument: expr (a string such as "(3 + 4)")')
+        try:
+            parse(expr)
+        except ValueError as exc:
+            raise ToolError(f"expr {expr[:80]!r} is not a valid expression: {exc}") from None
+        return goal or f"Compute the value of {expr}. Finish with the number.", {"expr": expr}
+
+    def score(self, ctx: NodeContext) -> float:
+        """1.0 when the finish result equals the value of the node's own expression."""
+        want = evaluate(parse(ctx.node.args["expr"]))
+        got = ctx.node.result
+        try:
+            return float(int(str(got).strip()) == want)
+        except ValueError:
+            return 0.0
+
+    @tool
+    def calc(self, ctx: NodeContext, a: int, op: Literal["+", "-", "*"], b: int) -> str:
+        """Apply one operator to two integers and return the result."""
+        if max(abs(a), abs(b)) > 10**12:
+            raise ToolError("numbers larger than 10**12 are not supported")
+        return str(_OPS[op](a, b))
+
+    def oracle(self, **kwargs: Any) -> ToyOracle:
+        """A policy that delegates every compound operand and combines the results."""
+        return ToyOracle()
+
+
+class ToyOracle:
+    """Scripted policy for Toy-v0: ``policy(observation, info) -> action text``."""
+
+    _RESULT = re.compile(r"\[sub-agent (\S+) finished\] (-?\d+)")
+
+    def __init__(self) -> None:
+        self.memory: dict[str, dict[str, Any]] = {}
+
+    def __call__(self, obs: Any, info: dict[str, Any]) -> str:
+        text = obs["text"] if isinstance(obs, dict) else str(obs)
+        node = info["node"]
+        mem = self.memory.setdefault(node, {"results": {}})
+        mem["results"].update({cid: int(v) for cid, v in self._RESULT.findall(text)})
+        expr = parse(info["node_args"]["expr"])
+        if isinstance(expr, int):
+            return _call("finish", result=expr)
+        if "value" in mem:
+            return _call("finish", result=mem["value"])
+        if "=" in mem and (m := re.match(r"-?\d+", text.strip())):
+            mem["value"] = int(m.group(0))
+            return _call("finish", result=mem["value"])
+        a, op, b = expr
+        if "children" not in mem:
+            mem["children"], calls = [], []
+            for k, side in enumerate((a, b)):
+                if not isinstance(side, int):
+                    mem["children"].append((k, f"{node}.{len(calls)}"))
+                    calls.append(_call("delegate", expr=show(side)))
+            if calls:
+                return "\n".join(calls)
+        values = [a, b]
+        for k, cid in mem["children"]:
+            values[k] = mem["results"][cid]
+        mem["="] = True
+        return _call("calc", a=values[0], op=op, b=values[1])
+
+
+def _call(name: str, **args: Any) -> str:
+    import json
+
+    return f'<tool>{json.dumps({"name": name, "args": args})}</tool>'

@@ -1,0 +1,44 @@
+"""rao_envs: gym-style environments for training recursive (self-delegating) LLM agents.
+
+``import rao_envs`` registers every task with Gymnasium as ``rao_envs/<Task>-v0``::
+
+    import gymnasium as gym, rao_envs
+    env = gym.make("rao_envs/TextCraft-v0", difficulty="medium")
+    par = rao_envs.parallel_env("TextCraft-v0")   # PettingZoo view
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rao_envs.errors import ConfigError, InfraError, RaoEnvsError, ToolError, UnknownTaskError
+from rao_envs.registration import make_engine, register_task, task_ids, task_spec
+from rao_envs.task import NodeContext, Task, TaskInstance, tool
+from rao_envs.tree import TreeEngine
+from rao_envs.types import Action, EpisodeTree, Limits, Node, NodeStatus, StateScope
+
+__version__ = "0.1.0"
+
+
+def make(id: str, **kwargs: Any):
+    """``gymnasium.make`` for a rao_envs task id (``TextCraft-v0`` or ``rao_envs/TextCraft-v0``)."""
+    import gymnasium
+
+    spec = task_spec(id)
+    return gymnasium.make(f"rao_envs/{spec.id}", **kwargs)
+
+
+def parallel_env(id: str, **kwargs: Any):
+    """The PettingZoo ``ParallelEnv`` view of task ``id`` (kwargs as in ``make``)."""
+    from rao_envs.views.parallel import RaoParallelEnv
+
+    return RaoParallelEnv(task_spec(id).id, **kwargs)
+
+
+import rao_envs.envs  # noqa: E402,F401  (registers the built-in tasks)
+
+__all__ = [
+    "Action", "ConfigError", "EpisodeTree", "InfraError", "Limits", "Node", "NodeContext", "NodeStatus",
+    "RaoEnvsError", "StateScope", "Task", "TaskInstance", "ToolError", "TreeEngine", "UnknownTaskError",
+    "make", "make_engine", "parallel_env", "register_task", "task_ids", "task_spec", "tool",
+]

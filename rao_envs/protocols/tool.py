@@ -1,0 +1,135 @@
+"""The default ``tool`` protocol: one JSON tool call per turn inside a ``<tool>`` tag.
+
+Canonical syntax (documented to the model in its system prompt)::
+
+    <tool>{"name": "craft", "args": {"ingredients": {"m0_ore": 2}, "target": ["m1_i1", 2]}}</tool>
+
+The parser is tolerant of what LLMs actually write: surrounding prose, code fences,
+whitespace, trailing text, an unclosed final tag, Hermes ``<tool_call>`` tags, OpenAI
+function-call JSON (``{"name", "arguments": "<json string>"}``, ``{"function": {...}}``,
+``{"tool_calls": [...]}``) and a bare JSON object. Several calls in one turn are returned in
+order (the engine allows that only for ``delegate``: parallel children). Anything it cannot
+read raises :class:`ParseError` whose message is feedback for the model; no other exception
+escapes :meth:`ToolProtocol.parse`.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+from rao_envs.types import Action
+
+_TAGGED = re.compile(r"<(tool|tool_call|function_call)>(.*?)(?:</\1>|\Z)", re.S)
+_FENCE = re.compile(r"```[a-zA-Z0-9_-]*\s*\n?(.*?)```", re.S)
+_ARG_KEYS = ("args", "arguments", "parameters", "input")
+_decoder = json.JSONDecoder()
+
+EXPECTED = 'expected <tool>{"name": "TOOL_NAME", "args": {...}}</tool>'
+
+
+class ParseError(ValueError):
+    """The text could not be read as a tool call; the message is shown to the model."""
+
+
+class ToolProtocol:
+    """Parses text turns into :class:`Action` lists and documents the syntax for prompts."""
+
+    name = "tool"
+
+    def __init__(self, max_chars: int = 32768) -> None:
+        self.max_chars = max_chars
+
+    def describe(self) -> str:
+        """The action-syntax paragraph placed in every node's system prompt."""
+        return (
+            "Act by writing exactly one tool call per turn, as JSON inside a <tool> tag:\n"
+            '<tool>{"name": "TOOL_NAME", "args": {"ARG": VALUE}}</tool>\n'
+            "To run several sub-agents in parallel, write several delegate calls in the same "
+            "turn (delegate is the only tool that may be repeated in one turn)."
+        )
+
+    def parse(self, text: Any) -> list[Action]:
+        """Return the tool calls in ``text`` (at least one) or raise :class:`ParseError`."""
+        if isinstance(text, Action):
+            return [text]
+        if isinstance(text, (bytes, bytearray)):
+            text = bytes(text).decode("utf-8", errors="replace")
+        if not isinstance(text, str):
+            raise ParseError(f"expected a text action, got {type(text).__name__}; {EXPECTED}")
+        if len(text) > self.max_chars:
+            raise ParseError(
+                f"your turn is {len(text)} characters long, the limit is {self.max_chars}; "
+                f"write one short tool call: {EXPECTED}"
+            )
+        if not text.strip():
+            raise ParseError(f"your turn was empty; {EXPECTED}")
+        blocks = [m.group(2) for m in _TAGGED.finditer(text)] if "<" in text else []
+        if not blocks:
+            blocks = _FENCE.findall(text) if "```" in text else []
+        if not blocks:
+            blocks = [text]
+        actions: list[Action] = []
+        for block in blocks:
+            actions.extend(_calls_from(_load_json(block)))
+        return actions
+
+
+def _load_json(block: str) -> Any:
+    block = block.strip()
+    if block.startswith("```"):
+        inner = _FENCE.search(block + ("" if block.endswith("```") else "```"))
+        block = inner.group(1).strip() if inner else block.strip("`")
+    start = _first_json_start(block)
+    if start < 0:
+        raise ParseError(f"could not find a JSON tool call in your turn; {EXPECTED}")
+    try:
+        value, _ = _decoder.raw_decode(block, start)
+    except RecursionError:
+        raise ParseError(f"your JSON is nested too deeply; {EXPECTED}") from None
+    except ValueError as exc:
+        raise ParseError(f"could not parse your action as JSON ({exc}); {EXPECTED}") from None
+    return value
+
+
+def _first_json_start(block: str) -> int:
+    brace, bracket = block.find("{"), block.find("[")
+    if brace < 0:
+        return bracket
+    if bracket < 0:
+        return brace
+    return min(brace, bracket)
+
+
+def _calls_from(payload: Any, depth: int = 0) -> list[Action]:
+    if depth > 3:
+        raise ParseError(f"tool calls nested too deeply; {EXPECTED}")
+    if isinstance(payload, list):
+        if not payload:
+            raise ParseError(f"the list of tool calls was empty; {EXPECTED}")
+        return [a for item in payload for a in _calls_from(item, depth + 1)]
+    if not isinstance(payload, dict):
+        raise ParseError(f"a tool call must be a JSON object, not {type(payload).__name__}; {EXPECTED}")
+    if "tool_calls" in payload:
+        return _calls_from(payload["tool_calls"], depth + 1)
+    if "function" in payload and isinstance(payload["function"], dict):
+        return _calls_from(payload["function"], depth + 1)
+    name = payload.get("name", payload.get("tool"))
+    if not isinstance(name, str) or not name.strip():
+        raise ParseError(f'the tool call has no "name" string; {EXPECTED}')
+    args: Any = {}
+    for key in _ARG_KEYS:
+        if key in payload:
+            args = payload[key]
+            break
+    if isinstance(args, str):  # OpenAI sends arguments as a JSON string
+        try:
+            args = json.loads(args) if args.strip() else {}
+        except (ValueError, RecursionError):
+            raise ParseError(f'the "arguments" string of {name!r} is not valid JSON; {EXPECTED}') from None
+    if args is None:
+        args = {}
+    if not isinstance(args, dict):
+        raise ParseError(f'"args" of {name!r} must be a JSON object, not {type(args).__name__}; {EXPECTED}')
+    return [Action.model_construct(name=name.strip(), args=args)]

@@ -1,0 +1,68 @@
+"""Terminal rendering of episode trees with rich: id, goal, status, steps, score, reward."""
+
+from __future__ import annotations
+
+import io
+
+from rich.console import Console
+from rich.tree import Tree
+
+from rao_envs.types import EpisodeTree, Node, NodeStatus
+
+STATUS_STYLE = {
+    NodeStatus.FINISHED: "green",
+    NodeStatus.RUNNING: "cyan",
+    NodeStatus.WAITING: "cyan",
+    NodeStatus.TRUNCATED: "yellow",
+    NodeStatus.CANCELLED: "magenta",
+    NodeStatus.REFUSED: "magenta",
+    NodeStatus.INFRA_ERROR: "red",
+}
+
+
+def _label(node: Node) -> str:
+    goal = node.goal.replace("\n", " ")
+    goal = goal if len(goal) <= 70 else goal[:67] + "..."
+    score = "-" if node.score is None else f"{node.score:.2f}"
+    reward = "-" if node.reward is None else f"{node.reward:.2f}"
+    style = STATUS_STYLE.get(node.status, "white")
+    return (
+        f"[bold]{node.id}[/bold] [{style}]{node.status.value}[/{style}] "
+        f"steps {node.steps_used}/{node.budget} score {score} reward {reward}  [dim]{_escape(goal)}[/dim]"
+    )
+
+
+def _escape(text: str) -> str:
+    return text.replace("[", r"\[")
+
+
+def build_rich_tree(tree: EpisodeTree, max_nodes: int = 500) -> Tree:
+    """A ``rich.tree.Tree`` of the episode (at most ``max_nodes`` nodes shown)."""
+    stats = tree.stats()
+    top = Tree(
+        f"[bold]{tree.env_id}[/bold] seed={tree.seed} nodes={stats['nodes']} "
+        f"max_depth={stats['max_depth']} steps={stats['steps']}"
+    )
+    if not tree.nodes:
+        return top
+    handles = {}
+    for shown, node in enumerate(tree.walk()):
+        if shown >= max_nodes:
+            top.add(f"[dim]… {len(tree.nodes) - max_nodes} more nodes[/dim]")
+            break
+        parent = handles.get(node.parent, top)
+        handles[node.id] = parent.add(_label(node))
+    return top
+
+
+def render_tree_text(tree: EpisodeTree, width: int = 120, color: bool = False) -> str:
+    """The tree as plain (or ANSI-coloured) text."""
+    buf = io.StringIO()
+    console = Console(file=buf, width=width, color_system="standard" if color else None, force_terminal=color)
+    console.print(build_rich_tree(tree))
+    return buf.getvalue()
+
+
+def print_tree(tree: EpisodeTree, console: Console | None = None) -> None:
+    """Print the tree to the terminal."""
+    (console or Console()).print(build_rich_tree(tree))

@@ -1,0 +1,39 @@
+"""Gymnasium spaces shared by the views, and the sanitiser that keeps text inside them."""
+
+from __future__ import annotations
+
+import re
+import string
+
+import numpy as np
+from gymnasium import spaces
+
+#: Printable ASCII plus whitespace: what our ``Text`` spaces accept.
+CHARSET = string.printable
+NODE_ID_CHARSET = "0123456789."
+_OUTSIDE = re.compile(r"[^\x20-\x7e\t\n\r\x0b\x0c]")
+
+
+def sanitize(text: str) -> str:
+    """Replace characters outside :data:`CHARSET` with ``?`` (visible, never silent)."""
+    if text.isascii() and not _OUTSIDE.search(text):
+        return text
+    return _OUTSIDE.sub("?", text)
+
+
+def text_space(max_length: int) -> spaces.Text:
+    """A ``Text`` space over :data:`CHARSET` that allows the empty string."""
+    return spaces.Text(max_length=max_length, min_length=0, charset=CHARSET)
+
+
+def observation_space(max_obs_chars: int, max_depth: int, max_steps: int, tree_budget: int | None) -> spaces.Dict:
+    """``Dict(text, node, depth, budget)``; budget is ``[steps left, tree budget left]``."""
+    high = float(max(max_steps, tree_budget or 0))
+    return spaces.Dict(
+        {
+            "text": text_space(max_obs_chars),
+            "node": spaces.Text(max_length=256, min_length=0, charset=NODE_ID_CHARSET),
+            "depth": spaces.Discrete(max_depth + 1),
+            "budget": spaces.Box(low=0.0, high=high, shape=(2,), dtype=np.float32),
+        }
+    )

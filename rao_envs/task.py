@@ -1,0 +1,200 @@
+"""What a task author writes: a :class:`Task` subclass with a generator, prompts, tools,
+a verifier and an oracle. The engine (:mod:`rao_envs.tree`) does all tree bookkeeping.
+
+A minimal task (see ``envs/_template.py`` for a full, copy-me version)::
+
+    class Echo(Task):
+        name = "Echo"
+        def generate(self, rng):
+            word = str(rng.integers(100))
+            return TaskInstance(goal=f"Say {word}", args={"word": word})
+        def score(self, ctx):
+            return float(ctx.node.result == ctx.node.args["word"])
+        @tool
+        def shout(self, ctx, text: str) -> str:
+            \"\"\"Return the text in capitals.\"\"\"
+            return text.upper()
+"""
+
+from __future__ import annotations
+
+import copy
+import inspect
+import typing
+from collections.abc import Callable
+from typing import Any, ClassVar
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
+
+from rao_envs.errors import ToolError
+from rao_envs.types import Limits, Node, StateScope
+
+TREE_VERBS = ("delegate", "finish", "wait", "cancel")
+
+
+class TaskInstance(BaseModel):
+    """One generated problem: the root's goal, its structured args, and task data.
+
+    ``data`` holds anything the task needs later (e.g. the starting inventory); it must be
+    JSON-serialisable because it is stored in the :class:`~rao_envs.types.EpisodeTree`.
+    """
+
+    goal: str
+    args: dict[str, Any] = Field(default_factory=dict)
+    data: dict[str, Any] = Field(default_factory=dict)
+
+
+class NodeContext:
+    """What a tool or verifier sees of one node: the node, its world state, its RNG."""
+
+    __slots__ = ("node", "state", "task", "instance", "_seed", "_rng")
+
+    def __init__(self, node: Node, state: Any, task: Task, instance: TaskInstance, seed: int) -> None:
+        self.node, self.state, self.task, self.instance = node, state, task, instance
+        self._seed, self._rng = seed, None
+
+    @property
+    def rng(self) -> np.random.Generator:
+        """RNG derived from ``(seed, node id)``: independent of scheduling order."""
+        if self._rng is None:
+            key = tuple(int(p) for p in self.node.id.split("."))
+            self._rng = np.random.default_rng(np.random.SeedSequence(self._seed, spawn_key=key))
+        return self._rng
+
+
+class ToolSpec:
+    """A task tool: the bound function, its argument model and its prompt line."""
+
+    __slots__ = ("name", "fn", "model", "doc", "signature")
+
+    def __init__(self, name: str, fn: Callable[..., Any]) -> None:
+        self.name, self.fn = name, fn
+        params = list(inspect.signature(fn).parameters.values())[2:]  # skip self, ctx
+        hints = typing.get_type_hints(fn)
+        fields: dict[str, Any] = {}
+        for p in params:
+            ann = hints.get(p.name, Any)
+            fields[p.name] = (ann, ... if p.default is inspect.Parameter.empty else p.default)
+        self.model = create_model(f"{name}_args", __config__=ConfigDict(extra="forbid"), **fields)
+        self.doc = inspect.cleandoc(fn.__doc__ or "").split("\n\n")[0].replace("\n", " ")
+        parts = []
+        for p in params:
+            ann = hints.get(p.name, Any)
+            t = getattr(ann, "__name__", None) or str(ann).replace("typing.", "")
+            parts.append(f"{p.name}: {t}" + ("" if p.default is inspect.Parameter.empty else f" = {p.default!r}"))
+        self.signature = f"{name}({', '.join(parts)})"
+
+    def call(self, task: Task, ctx: NodeContext, args: dict[str, Any]) -> Any:
+        """Validate ``args`` and run the tool; bad arguments raise :class:`ToolError`."""
+        try:
+            parsed = self.model.model_validate(args)
+        except ValidationError as exc:
+            problems = "; ".join(
+                f"{'.'.join(str(x) for x in e['loc']) or 'args'}: {e['msg']}" for e in exc.errors()[:4]
+            )
+            raise ToolError(f"bad arguments for {self.signature}: {problems}") from None
+        return self.fn(task, ctx, **{k: getattr(parsed, k) for k in self.model.model_fields})
+
+
+def tool(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Mark a ``Task`` method ``(self, ctx, **args) -> str`` as a tool the agent can call.
+
+    Argument types come from the annotations (validated with pydantic); the first paragraph
+    of the docstring is shown to the model.
+    """
+    fn.__rao_tool__ = True  # type: ignore[attr-defined]
+    return fn
+
+
+class Task:
+    """Base class of every task. Subclasses set the class attributes and override the hooks.
+
+    Required: :meth:`generate` and :meth:`score`. Usually also: :attr:`system_prompt`, tools
+    (methods decorated with :func:`tool`), :meth:`oracle`. Optional: :meth:`child_args`
+    (validate what a parent delegates), :meth:`initial_state`/:meth:`snapshot` (world state),
+    :attr:`state_scope`.
+    """
+
+    name: ClassVar[str] = ""
+    version: ClassVar[int] = 0
+    state_scope: ClassVar[StateScope] = StateScope.ISOLATED
+    difficulties: ClassVar[tuple[str, ...]] = ("default",)
+    default_difficulty: ClassVar[str | None] = None
+    default_limits: ClassVar[dict[str, Any]] = {}
+    system_prompt: ClassVar[str] = "You are an agent solving a task step by step."
+    tools: ClassVar[dict[str, ToolSpec]] = {}
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        specs: dict[str, ToolSpec] = {}
+        for klass in reversed(cls.__mro__):
+            for attr, fn in vars(klass).items():
+                if callable(fn) and getattr(fn, "__rao_tool__", False):
+                    if attr in TREE_VERBS:
+                        raise TypeError(f"{cls.__name__}: tool name {attr!r} is reserved for the engine")
+                    specs[attr] = ToolSpec(attr, fn)
+        cls.tools = specs
+
+    def __init__(self, difficulty: str | None = None, split: str = "train") -> None:
+        from rao_envs.errors import ConfigError
+
+        difficulty = difficulty or self.default_difficulty or self.difficulties[0]
+        if difficulty not in self.difficulties:
+            raise ConfigError(
+                f"{self.name}: unknown difficulty {difficulty!r}; choose one of {list(self.difficulties)}"
+            )
+        if split not in ("train", "val"):
+            raise ConfigError(f"{self.name}: split must be 'train' or 'val', got {split!r}")
+        self.difficulty, self.split = difficulty, split
+
+    # -- hooks a task author writes ------------------------------------------------------
+    def generate(self, rng: np.random.Generator) -> TaskInstance:
+        """Draw one problem instance from ``rng`` (seeded by ``reset(seed=...)``)."""
+        raise NotImplementedError
+
+    def score(self, ctx: NodeContext) -> float:
+        """The verifier s̃ ∈ [0, 1] for a node that called ``finish`` (its own goal/args)."""
+        raise NotImplementedError
+
+    def node_prompt(self, ctx: NodeContext) -> str:
+        """The first user message of a node: its goal (and context from the parent)."""
+        text = f"# Task\n{ctx.node.goal}"
+        if ctx.node.context:
+            text += f"\n\n# Context from your parent agent\n{ctx.node.context}"
+        return text
+
+    def child_args(self, parent: NodeContext, goal: str, args: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+        """Check what a parent delegates; return the child's ``(goal, args)``.
+
+        Raise :class:`~rao_envs.errors.ToolError` with a helpful message for bad args.
+        """
+        if args:
+            raise ToolError(f"{self.name} takes no task arguments for delegate; got {sorted(args)}")
+        return goal, args
+
+    def initial_state(self, instance: TaskInstance) -> Any:
+        """The root's world state (default: a deep copy of ``instance.data``)."""
+        return copy.deepcopy(instance.data)
+
+    def child_state(self, instance: TaskInstance, args: dict[str, Any]) -> Any:
+        """A fresh world for an ``isolated`` child (default: same as the root's)."""
+        return self.initial_state(instance)
+
+    def snapshot(self, state: Any) -> Any:
+        """JSON-able copy of the state taken at spawn, for the verifier (default: none)."""
+        return None
+
+    def oracle(self, **kwargs: Any) -> Callable[[Any, dict[str, Any]], Any]:
+        """A scripted policy ``(observation, info) -> action`` that reaches the maximum score."""
+        raise NotImplementedError(f"{self.name} has no oracle")
+
+    # -- helpers -------------------------------------------------------------------------
+    @classmethod
+    def limits(cls, **overrides: Any) -> Limits:
+        """The task's default :class:`Limits` with ``overrides`` applied."""
+        return Limits(**{**cls.default_limits, **overrides})
+
+    def describe_tools(self) -> str:
+        """The task-tool lines of the action-space text."""
+        return "\n".join(f"- {s.signature}: {s.doc}" for s in self.tools.values())

@@ -1,0 +1,483 @@
+"""The episode-tree engine (DESIGN §1): nodes, delegation, budgets, scheduling, rewards.
+
+:class:`TreeEngine` owns all bookkeeping. Views (Gymnasium, PettingZoo, the async driver)
+only call :meth:`TreeEngine.observe` and :meth:`TreeEngine.step`. A step costs O(1) work
+beyond the task's own tool: observations are the *new* message only, never a re-render of
+the history, so per-step cost stays flat as episodes and trees grow.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import re
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from rao_envs.errors import InfraError, NodeNotActiveError, ResetNeededError, ToolError
+from rao_envs.protocols.tool import ParseError, ToolProtocol
+from rao_envs.task import NodeContext, Task, TaskInstance
+from rao_envs.types import Action, EpisodeTree, Limits, Node, NodeStatus, StateScope
+
+RUNNING, WAITING = NodeStatus.RUNNING, NodeStatus.WAITING
+_ENGINE_ARGS = ("goal", "context", "budget", "wait")
+TRUNC_MARK = "\n…[truncated {n} characters]"
+_FALLBACK_SEED = np.random.SeedSequence  # `reset(seed=None)` draws fresh entropy like gymnasium
+
+
+@dataclass
+class StepOutcome:
+    """What one :meth:`TreeEngine.step` changed: nodes that ended and nodes that spawned."""
+
+    node: str
+    ended: list[str] = field(default_factory=list)
+    spawned: list[str] = field(default_factory=list)
+
+
+def _jsonable(value: Any) -> Any:
+    """A JSON-normal copy (tuples become lists) so trees reload equal; else its str()."""
+    try:
+        return json.loads(json.dumps(value))
+    except (TypeError, ValueError, RecursionError):
+        return str(value)
+
+
+def _as_text(value: Any) -> str:
+    return value if isinstance(value, str) else json.dumps(value, default=str)
+
+
+class TreeEngine:
+    """Runs one recursive episode of ``task`` under ``limits``.
+
+    Call :meth:`reset`, then repeatedly pick a node from :meth:`runnable` (or :meth:`active`
+    for the fair round-robin order), read :meth:`observe`, and :meth:`step` it, until
+    :attr:`done`. The result is :attr:`tree`, an :class:`~rao_envs.types.EpisodeTree`.
+    """
+
+    def __init__(
+        self,
+        task: Task,
+        limits: Limits | None = None,
+        *,
+        env_id: str = "",
+        lam: float = 0.0,
+        task_kwargs: dict[str, Any] | None = None,
+    ) -> None:
+        self.task = task
+        self.limits = limits or task.limits()
+        self.env_id = env_id or f"{task.name}-v{task.version}"
+        self.lam = float(lam)
+        self.task_kwargs = dict(task_kwargs or {})
+        self.protocol = ToolProtocol(self.limits.max_action_chars)
+        self.system_prompt = self._system_prompt()
+        self.tree: EpisodeTree | None = None
+
+    # ------------------------------------------------------------------ episode lifecycle
+    def reset(self, seed: int | None = None) -> EpisodeTree:
+        """Start a new episode. The same seed and the same actions give the same tree."""
+        if seed is None:
+            seed = int(_FALLBACK_SEED().generate_state(1)[0] >> 1)
+        self.seed = int(seed)
+        self.instance: TaskInstance = self.task.generate(np.random.default_rng(self.seed))
+        self.tree = EpisodeTree(
+            env_id=self.env_id,
+            seed=self.seed,
+            limits=self.limits,
+            task_kwargs=self.task_kwargs,
+            instance=self.instance.model_dump(mode="json"),
+            lam=self.lam,
+        )
+        self._ctx: dict[str, NodeContext] = {}
+        self._inbox: dict[str, list[tuple[str, str | None]]] = {}
+        self._open: dict[str, list[str]] = {}
+        self._waiting: dict[str, set[str] | str] = {}
+        self._queue: deque[str] = deque()
+        self._queued: set[str] = set()
+        self._outcome = StepOutcome(node="")
+        pool = self.limits.tree_step_budget
+        self._pool = pool
+        budget = self.limits.max_steps_per_node if pool is None else min(pool, self.limits.max_steps_per_node)
+        self._spawn(None, self.instance.goal, _jsonable(self.instance.args), None, budget)
+        return self.tree
+
+    @property
+    def done(self) -> bool:
+        """True once the root node has ended."""
+        return self.tree is not None and self.tree.root.status.ended
+
+    @property
+    def tree_budget_left(self) -> int | None:
+        """Unreserved steps left in the shared tree budget (None without one)."""
+        return self._pool
+
+    # ------------------------------------------------------------------ scheduling
+    def active(self) -> str | None:
+        """The node whose turn it is in the fair round-robin order (None when done)."""
+        q, nodes = self._queue, self._tree().nodes
+        while q:
+            head = q[0]
+            if nodes[head].status is RUNNING:
+                return head
+            q.popleft()
+            self._queued.discard(head)
+        return None
+
+    def rotate(self) -> None:
+        """Move the head of the queue to its tail (after it acted), keeping it if runnable."""
+        q = self._queue
+        if q:
+            head = q.popleft()
+            self._queued.discard(head)
+            if self._tree().nodes[head].status is RUNNING:
+                self._enqueue(head)
+
+    def runnable(self) -> list[str]:
+        """Every node awaiting an action, in spawn order."""
+        return [n.id for n in self._tree().nodes.values() if n.status is RUNNING]
+
+    def context(self, node_id: str) -> NodeContext:
+        """The :class:`~rao_envs.task.NodeContext` of a node (its world state and RNG)."""
+        return self._ctx[node_id]
+
+    # ------------------------------------------------------------------ observations
+    def observe(self, node_id: str) -> str:
+        """The node's current observation text: its newest user message.
+
+        Pending feedback and child results are committed to the node's transcript here,
+        exactly once. A waiting node gets a note instead (not part of its transcript).
+        """
+        node = self._node(node_id)
+        if self._inbox.get(node_id):
+            self._commit(node)
+        if node.status is WAITING:
+            return f"[node {node.id}] waiting for sub-agents: {', '.join(self._open[node.id])}"
+        if node.status.ended:
+            return f"[node {node.id}] {node.status.value}"
+        return node.transcript[-1]["content"]
+
+    def status_line(self, node: Node) -> str:
+        """The budget line that ends every observation."""
+        line = f"[node {node.id} | depth {node.depth}/{self.limits.max_depth} | steps left {node.steps_left}/{node.budget}"
+        if self._pool is not None:
+            line += f" | tree budget left {self._pool}"
+        opened = self._open.get(node.id)
+        if opened:
+            line += f" | running sub-agents: {', '.join(opened)}"
+        return line + "]"
+
+    def _commit(self, node: Node) -> None:
+        parts = []
+        nodes = self._tree().nodes
+        for text, child in self._inbox.pop(node.id):
+            parts.append(text)
+            if child is not None:
+                nodes[child].delivered += 1
+        parts.append(self.status_line(node))
+        node.transcript.append({"role": "user", "content": self._clip("\n\n".join(parts))})
+
+    def _clip(self, text: str) -> str:
+        limit = self.limits.max_obs_chars
+        if len(text) <= limit:
+            return text
+        keep = limit - len(TRUNC_MARK.format(n=len(text)))
+        return text[:keep] + TRUNC_MARK.format(n=len(text) - keep)
+
+    # ------------------------------------------------------------------ stepping
+    def step(self, node_id: str, action: str | Action) -> StepOutcome:
+        """Apply one turn of ``node_id``. Agent mistakes become feedback; never raises for them.
+
+        Raises :class:`~rao_envs.errors.NodeNotActiveError` if the node cannot act now.
+        """
+        tree = self._tree()
+        if tree.root.status.ended:
+            raise ResetNeededError("the episode is over; call reset() to start a new one")
+        node = tree.nodes.get(node_id)
+        if node is None or node.status is not RUNNING:
+            state = "does not exist" if node is None else f"is {node.status.value}"
+            raise NodeNotActiveError(
+                f"node {node_id!r} {state}; act on a node from engine.runnable(): {self.runnable()}"
+            )
+        if self._inbox.get(node_id):
+            self._commit(node)
+        self._outcome = out = StepOutcome(node=node_id)
+        tree.clock += 1
+        node.steps_used += 1
+        node.last_acted = tree.clock
+        text = action.to_text() if isinstance(action, Action) else action
+        if not isinstance(text, str):
+            text = text.decode("utf-8", "replace") if isinstance(text, (bytes, bytearray)) else repr(text)
+        node.transcript.append({"role": "assistant", "content": text})
+        try:
+            calls = self.protocol.parse(action)
+        except ParseError as exc:
+            feedback: str | None = f"Error: {exc}"
+        else:
+            feedback = self._dispatch(node, calls)
+        if not node.status.ended:
+            if feedback is not None:
+                self._inbox.setdefault(node.id, []).append((feedback, None))
+            if node.status is RUNNING and node.steps_left <= 0:
+                self._end(node, NodeStatus.TRUNCATED)
+        return out
+
+    def _dispatch(self, node: Node, calls: list[Action]) -> str | None:
+        names = [c.name for c in calls]
+        if len(calls) > 1 and any(n != "delegate" for n in names):
+            return (
+                f"Error: write one tool call per turn (only delegate may be repeated); "
+                f"you wrote {len(calls)}: {', '.join(names[:8])}"
+            )
+        call = calls[0]
+        if call.name == "delegate":
+            return self._delegate(node, [c.args for c in calls])
+        if call.name == "finish":
+            args = call.args
+            if "result" in args:
+                result = args["result"]
+            elif len(args) == 1:
+                result = next(iter(args.values()))
+            else:
+                result = args or None
+            node.result = _jsonable(result)
+            self._end(node, NodeStatus.FINISHED)
+            return None
+        if call.name == "wait":
+            return self._wait(node, call.args)
+        if call.name == "cancel":
+            return self._cancel(node, call.args)
+        spec = self.task.tools.get(call.name)
+        if spec is None:
+            known = ", ".join([*self.task.tools, "delegate", "wait", "cancel", "finish"])
+            return f"Error: unknown tool {call.name[:60]!r}; available tools: {known}"
+        try:
+            return _as_text(spec.call(self.task, self._ctx[node.id], call.args))
+        except ToolError as exc:
+            return f"Error: {exc}"
+        except Exception as exc:  # InfraError or a bug in task code: mark, don't crash
+            kind = "" if isinstance(exc, InfraError) else f"{type(exc).__name__}: "
+            self._end(node, NodeStatus.INFRA_ERROR, error=f"{kind}{exc}"[:2000])
+            return None
+
+    # ------------------------------------------------------------------ tree verbs
+    def _delegate(self, node: Node, requests: list[dict[str, Any]]) -> str:
+        lim, k = self.limits, len(requests)
+        if node.depth + 1 > lim.max_depth:
+            return (
+                f"Refused: the maximum depth for delegation is reached (you are at depth {node.depth}, "
+                f"max {lim.max_depth}); do the task yourself."
+            )
+        if lim.max_children_per_turn is not None and k > lim.max_children_per_turn:
+            return f"Refused: at most {lim.max_children_per_turn} sub-agents per turn; you asked for {k}."
+        if len(self._tree().nodes) + k > lim.max_nodes:
+            return f"Refused: the episode tree reached its node limit ({lim.max_nodes} nodes); do it yourself."
+        parent_ctx = self._ctx[node.id]
+        plans = []
+        for i, raw in enumerate(requests):
+            where = f"delegate #{i + 1}: " if k > 1 else ""
+            args = dict(raw)
+            goal, context = args.pop("goal", None), args.pop("context", None)
+            budget, wait = args.pop("budget", None), args.pop("wait", True)
+            if goal is not None and not isinstance(goal, str):
+                return f"Refused: {where}goal must be a string."
+            if context is not None and not isinstance(context, str):
+                return f"Refused: {where}context must be a string."
+            if budget is not None and (isinstance(budget, bool) or not isinstance(budget, int) or budget < 1):
+                return f"Refused: {where}budget must be a positive integer number of steps."
+            if not isinstance(wait, bool):
+                return f"Refused: {where}wait must be true or false."
+            try:
+                goal, args = self.task.child_args(parent_ctx, goal or "", args)
+            except ToolError as exc:
+                return f"Refused: {where}{exc}"
+            if not goal:
+                return f"Refused: {where}give the sub-agent a goal string."
+            b = min(budget or lim.max_steps_per_node, lim.max_steps_per_node)
+            plans.append((goal, _jsonable(args), context, b, wait))
+        if self._pool is not None:
+            need = sum(p[3] for p in plans)
+            if need > self._pool:
+                return (
+                    f"Refused: not enough tree budget: the sub-agents need {need} steps, {self._pool} are left; "
+                    "ask for a smaller budget or do it yourself."
+                )
+        lines, waits = [], set()
+        for goal, args, context, b, wait in plans:
+            child = self._spawn(node, goal, args, context, b)
+            lines.append(f"Started sub-agent {child.id} (budget {b} steps): {goal[:200]}")
+            if wait:
+                waits.add(child.id)
+        if waits:
+            node.status = WAITING
+            self._waiting[node.id] = waits
+            lines.append("Waiting for them to finish.")
+        else:
+            lines.append('They run in the background; use wait to collect their results.')
+        return "\n".join(lines)
+
+    def _wait(self, node: Node, args: dict[str, Any]) -> str:
+        opened = self._open.get(node.id, [])
+        what = args.get("ids", args.get("id", "all"))
+        if isinstance(what, str) and what not in ("all", "next"):
+            what = [what]
+        if isinstance(what, list):
+            bad = [i for i in what if not isinstance(i, str) or i not in self._tree().nodes or i not in node.children]
+            if bad:
+                return f"Error: not your sub-agents: {bad[:5]}; yours are {node.children[:20]}"
+            targets = {i for i in what if i in opened}
+        elif what in ("all", "next"):
+            targets = set(opened)
+        else:
+            return 'Error: wait takes ids: a list of sub-agent ids, "next" or "all".'
+        if not targets:
+            return "Nothing to wait for: those sub-agents have already ended (their results are below)."
+        pending = [c for _, c in self._inbox.get(node.id, []) if c is not None]
+        if what == "next" and pending:
+            return "A sub-agent has already ended (its result is below)."
+        node.status = WAITING
+        self._waiting[node.id] = "next" if what == "next" else targets
+        return f"Waiting for sub-agents: {', '.join(sorted(targets))}."
+
+    def _cancel(self, node: Node, args: dict[str, Any]) -> str:
+        ids = args.get("ids", args.get("id"))
+        ids = [ids] if isinstance(ids, str) else ids
+        opened = self._open.get(node.id, [])
+        if not isinstance(ids, list) or not ids or any(i not in opened for i in ids):
+            return f"Error: cancel takes the id of one of your running sub-agents: {opened}"
+        nodes = self._tree().nodes
+        for i in ids:
+            self._end(nodes[i], NodeStatus.CANCELLED)
+            nodes[i].delivered += 1  # the parent's own cancel is its notice
+        return f"Cancelled sub-agent(s): {', '.join(ids)}."
+
+    # ------------------------------------------------------------------ spawning and ending
+    def _spawn(self, parent: Node | None, goal: str, args: dict, context: str | None, budget: int) -> Node:
+        tree = self._tree()
+        nid = "0" if parent is None else f"{parent.id}.{len(parent.children)}"
+        node = Node(
+            id=nid,
+            parent=None if parent is None else parent.id,
+            depth=0 if parent is None else parent.depth + 1,
+            slot=len(tree.nodes),
+            goal=goal,
+            args=args,
+            context=context,
+            budget=budget,
+            spawned_at=None if parent is None else parent.steps_used,
+        )
+        if parent is None:
+            state = self.task.initial_state(self.instance)
+        elif self.task.state_scope is StateScope.SHARED:
+            state = self._ctx[parent.id].state
+        elif self.task.state_scope is StateScope.FORK:
+            state = copy.deepcopy(self._ctx[parent.id].state)
+        else:
+            state = self.task.child_state(self.instance, args)
+        ctx = NodeContext(node, state, self.task, self.instance, self.seed)
+        self._ctx[nid] = ctx
+        node.spawn_snapshot = self.task.snapshot(state)
+        tree.nodes[nid] = node
+        if parent is not None:
+            parent.children.append(nid)
+            self._open.setdefault(parent.id, []).append(nid)
+        if self._pool is not None:
+            self._pool -= budget
+        if node.depth < self.limits.max_depth:
+            deleg = f"You may delegate sub-tasks to sub-agents (depth {node.depth} of max {self.limits.max_depth})."
+        else:
+            deleg = "You cannot delegate: the maximum depth is reached, so do everything yourself."
+        first = f"{self.task.node_prompt(ctx)}\n\n{deleg}\n\n{self.status_line(node)}"
+        node.transcript = [
+            {"role": "system", "content": self.system_prompt},
+            {"role": "user", "content": self._clip(first)},
+        ]
+        self._enqueue(nid)
+        self._outcome.spawned.append(nid)
+        return node
+
+    def _enqueue(self, nid: str) -> None:
+        if nid not in self._queued:
+            self._queued.add(nid)
+            self._queue.append(nid)
+
+    def _end(self, node: Node, status: NodeStatus, error: str | None = None) -> None:
+        tree = self._tree()
+        node.status = status
+        node.ended_at = tree.clock
+        if error is not None:
+            node.error = error
+        self._waiting.pop(node.id, None)
+        for child_id in list(self._open.get(node.id, [])):  # a node's open children die with it
+            self._end(tree.nodes[child_id], NodeStatus.CANCELLED)
+        if status is NodeStatus.FINISHED:
+            try:
+                node.score = min(1.0, max(0.0, float(self.task.score(self._ctx[node.id]))))
+            except Exception as exc:  # a crashing verifier is an infrastructure failure
+                node.status, node.error = NodeStatus.INFRA_ERROR, f"verifier failed: {type(exc).__name__}: {exc}"[:2000]
+        elif status is not NodeStatus.INFRA_ERROR:
+            node.score = 0.0
+        if node.status is not NodeStatus.INFRA_ERROR:
+            kids = [c.score for c in tree.children(node.id) if not c.masked and c.score is not None]
+            node.reward = node.score + (self.lam * sum(kids) / len(kids) if kids else 0.0)
+        if self._pool is not None:
+            self._pool += node.budget - node.steps_used
+        self._outcome.ended.append(node.id)
+        if node.parent is not None:
+            self._notify_parent(tree.nodes[node.parent], node)
+
+    def _notify_parent(self, parent: Node, child: Node) -> None:
+        opened = self._open[parent.id]
+        opened.remove(child.id)
+        if parent.status.ended or child.status is NodeStatus.CANCELLED:
+            return
+        if child.status is NodeStatus.FINISHED:
+            text = f"[sub-agent {child.id} finished] {_as_text(child.result)}"
+        elif child.status is NodeStatus.TRUNCATED:
+            text = f"[sub-agent {child.id}] did not finish before its step budget was exhausted."
+        else:
+            text = f"[sub-agent {child.id}] failed because of an infrastructure error (not your fault)."
+        self._inbox.setdefault(parent.id, []).append((text, child.id))
+        spec = self._waiting.get(parent.id)
+        if spec is None:
+            return
+        if spec != "next":
+            spec.discard(child.id)
+            if spec:
+                return
+        del self._waiting[parent.id]
+        parent.status = RUNNING
+        if parent.steps_left <= 0:
+            self._end(parent, NodeStatus.TRUNCATED)
+        else:
+            self._enqueue(parent.id)
+
+    # ------------------------------------------------------------------ helpers
+    def _tree(self) -> EpisodeTree:
+        if self.tree is None:
+            raise ResetNeededError("call reset() before using the engine")
+        return self.tree
+
+    def _node(self, node_id: str) -> Node:
+        node = self._tree().nodes.get(node_id)
+        if node is None:
+            raise NodeNotActiveError(f"no node {node_id!r} in this tree; nodes: {list(self._tree().nodes)[:20]}")
+        return node
+
+    def _system_prompt(self) -> str:
+        extra = getattr(self.task, "delegate_args_doc", "")
+        verbs = (
+            f"- delegate(goal: str, context: str = None, budget: int = None, wait: bool = True{extra}): "
+            "start a sub-agent (a fresh copy of you, without your history) on a sub-task. Its finish "
+            "result comes back to you tagged with its id. Several delegate calls in one turn run in parallel.\n"
+            '- wait(ids: list[str] | "next" | "all" = "all"): wait for sub-agents started with wait=false.\n'
+            "- cancel(id: str): stop one of your running sub-agents.\n"
+            "- finish(result: any): end your task; result goes back to whoever gave you the task."
+        )
+        tools = self.task.describe_tools()
+        return (
+            f"{self.task.system_prompt}\n\n# Action space\n{self.protocol.describe()}\n\n"
+            f"Tools:\n{tools + chr(10) if tools else ''}{verbs}\n\n"
+            "Every step (turn) costs one step of your budget, whatever it does."
+        )

@@ -1,0 +1,212 @@
+"""Typed data that crosses a boundary: actions, limits, nodes and episode trees.
+
+Everything here is a pydantic model (or a ``TypedDict`` validated by pydantic), so a whole
+:class:`EpisodeTree` serialises to JSON and loads back equal::
+
+    tree2 = EpisodeTree.model_validate_json(tree.model_dump_json())
+    assert tree2 == tree
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from enum import Enum
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from typing_extensions import NotRequired, TypedDict
+
+
+class NodeStatus(str, Enum):
+    """Lifecycle of a node. The last five are terminal."""
+
+    RUNNING = "running"  # awaiting an action from the policy
+    WAITING = "waiting"  # waiting on one or more of its children
+    FINISHED = "finished"  # called finish(result)
+    TRUNCATED = "truncated"  # ran out of steps (or the tree ran out of budget)
+    REFUSED = "refused"  # reserved for drivers that reject a node before it acts
+    INFRA_ERROR = "infra_error"  # infrastructure failure: masked out of training
+    CANCELLED = "cancelled"  # cancelled by its parent, or its parent ended first
+
+    @property
+    def ended(self) -> bool:
+        """True for every terminal status."""
+        return self not in (NodeStatus.RUNNING, NodeStatus.WAITING)
+
+
+class StateScope(str, Enum):
+    """How a child's world relates to its parent's (DESIGN §1.5)."""
+
+    SHARED = "shared"  # same state object (TextCraft: one inventory by reference)
+    FORK = "fork"  # deep copy taken at spawn
+    ISOLATED = "isolated"  # fresh state built from the child's own args
+
+
+class Message(TypedDict):
+    """One chat message of a node's transcript (OpenAI chat format).
+
+    ``token_ids``/``logprobs`` are filled by drivers whose endpoint reports them.
+    """
+
+    role: Literal["system", "user", "assistant"]
+    content: str
+    token_ids: NotRequired[list[int]]
+    logprobs: NotRequired[list[float]]
+
+
+class Action(BaseModel):
+    """A parsed tool call: ``name`` is a task tool or a tree verb, ``args`` its arguments.
+
+    Programmatic users may pass an ``Action`` to ``step`` instead of text::
+
+        env.step(Action.delegate("Craft 2x m3_i4", targets={"m3_i4": 2}))
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    name: str
+    args: dict[str, Any] = Field(default_factory=dict)
+
+    @classmethod
+    def delegate(cls, goal: str, **args: Any) -> Action:
+        """Open a child node working on ``goal`` (task args such as ``targets`` as kwargs)."""
+        return cls(name="delegate", args={"goal": goal, **args})
+
+    @classmethod
+    def finish(cls, result: Any = None) -> Action:
+        """End the node; ``result`` goes back to the parent verbatim."""
+        return cls(name="finish", args={"result": result})
+
+    @classmethod
+    def tool(cls, name: str, **args: Any) -> Action:
+        """Call one of the task's tools."""
+        return cls(name=name, args=args)
+
+    def to_text(self) -> str:
+        """Render in the default ``tool`` protocol syntax (what an LLM would write)."""
+        return "<tool>" + json.dumps({"name": self.name, "args": self.args}) + "</tool>"
+
+
+class Limits(BaseModel):
+    """Limits of one episode tree (DESIGN §1.6); every field is overridable in ``make``."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    max_depth: int = Field(6, ge=0, description="deepest node depth (root = 0)")
+    max_steps_per_node: int = Field(25, ge=1, description="turns each node may take")
+    max_children_per_turn: int | None = Field(None, ge=1, description="delegates in one turn")
+    max_nodes: int = Field(256, ge=1, description="nodes in the whole tree, root included")
+    tree_step_budget: int | None = Field(
+        None, ge=1, description="optional step pool shared by the whole tree (reserve/release)"
+    )
+    max_obs_chars: int = Field(8192, ge=256, description="longest observation text")
+    max_action_chars: int = Field(32768, ge=64, description="longest action text parsed")
+
+
+class Node(BaseModel):
+    """One agent instance working on one goal with a fresh context (DESIGN §1.1)."""
+
+    id: str
+    parent: str | None = None
+    depth: int = 0
+    slot: int = 0  # spawn index in the tree: the PettingZoo agent is f"node_{slot}"
+    goal: str
+    args: dict[str, Any] = Field(default_factory=dict)
+    context: str | None = None
+    status: NodeStatus = NodeStatus.RUNNING
+    result: Any = None
+    error: str | None = None
+    transcript: list[Message] = Field(default_factory=list)
+    steps_used: int = 0
+    budget: int
+    score: float | None = None
+    reward: float | None = None
+    policy_version: int | None = None
+    spawned_at: int | None = None  # the parent's step index when it delegated
+    children: list[str] = Field(default_factory=list)
+    delivered: int = 0  # times this node's result reached its parent (invariant: <= 1)
+    ended_at: int | None = None  # tree clock when the node ended
+    last_acted: int | None = None  # tree clock of the node's last action
+    spawn_snapshot: Any = None  # task snapshot taken at spawn, judged by the verifier
+
+    @property
+    def steps_left(self) -> int:
+        """Turns the node may still take."""
+        return self.budget - self.steps_used
+
+    @property
+    def masked(self) -> bool:
+        """True when the node is excluded from training (infrastructure failure)."""
+        return self.status is NodeStatus.INFRA_ERROR
+
+
+class EpisodeTree(BaseModel):
+    """A whole recursive episode: the nodes keyed by id, in spawn order, plus its settings."""
+
+    env_id: str
+    seed: int | None = None
+    limits: Limits
+    task_kwargs: dict[str, Any] = Field(default_factory=dict)
+    instance: dict[str, Any] = Field(default_factory=dict)
+    nodes: dict[str, Node] = Field(default_factory=dict)
+    clock: int = 0  # node-steps taken in the whole tree
+    lam: float = 0.0  # λ of the local reward R = s + λ·mean(children s)
+
+    @field_validator("nodes")
+    @classmethod
+    def _root_first(cls, nodes: dict[str, Node]) -> dict[str, Node]:
+        if nodes and next(iter(nodes)) != "0":
+            raise ValueError("the root node '0' must come first in `nodes`")
+        return nodes
+
+    @model_validator(mode="after")
+    def _links(self) -> EpisodeTree:
+        for node in self.nodes.values():
+            if node.parent is not None and node.parent not in self.nodes:
+                raise ValueError(f"node {node.id} names unknown parent {node.parent}")
+        return self
+
+    @property
+    def root(self) -> Node:
+        """The root node (id ``"0"``)."""
+        return self.nodes["0"]
+
+    @property
+    def done(self) -> bool:
+        """True once the root has ended."""
+        return bool(self.nodes) and self.root.status.ended
+
+    def children(self, node_id: str) -> list[Node]:
+        """The children of ``node_id`` in spawn order."""
+        return [self.nodes[c] for c in self.nodes[node_id].children]
+
+    def walk(self) -> Iterator[Node]:
+        """Every node, depth first, children in spawn order."""
+        stack = ["0"] if self.nodes else []
+        while stack:
+            node = self.nodes[stack.pop()]
+            yield node
+            stack.extend(reversed(node.children))
+
+    def stats(self) -> dict[str, Any]:
+        """Summary numbers: node count, max depth, steps, statuses, root score."""
+        statuses: dict[str, int] = {}
+        for n in self.nodes.values():
+            statuses[n.status.value] = statuses.get(n.status.value, 0) + 1
+        return {
+            "nodes": len(self.nodes),
+            "max_depth": max((n.depth for n in self.nodes.values()), default=0),
+            "steps": self.clock,
+            "statuses": statuses,
+            "root_score": self.root.score if self.nodes else None,
+        }
+
+    def to_json(self, **kwargs: Any) -> str:
+        """Serialise to JSON (``EpisodeTree.from_json`` loads it back equal)."""
+        return self.model_dump_json(**kwargs)
+
+    @classmethod
+    def from_json(cls, text: str | bytes) -> EpisodeTree:
+        """Load a tree written by :meth:`to_json`."""
+        return cls.model_validate_json(text)

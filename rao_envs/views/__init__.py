@@ -1,0 +1,1 @@
+"""Views over the engine: Gymnasium (one active node), PettingZoo (live nodes = agents)."""

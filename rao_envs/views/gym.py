@@ -1,0 +1,124 @@
+"""Gymnasium view (DESIGN §2.1): one active node at a time, text in, text out.
+
+``gymnasium.make("rao_envs/TextCraft-v0", difficulty="medium", max_depth=6)``. Each step
+acts for the active node; the next observation is the next node's *new* message (its id
+and depth are in the observation; its full chat history is ``info["messages"]``). Parallel
+children are served one turn at a time in a fair round-robin order.
+
+Rewards (``reward_mode``): ``"node"`` (default) gives the local reward R of every node that
+ended this step (summed; per-node values in ``info["rewards"]``); ``"root"`` gives only the
+root's score when the episode ends. ``terminated`` when the root finished, ``truncated``
+when it ran out of budget or failed. Use ``AsyncVectorEnv(..., shared_memory=False)``:
+shared memory silently corrupts ``Text`` observations.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+
+from rao_envs.errors import ConfigError, ResetNeededError
+from rao_envs.registration import make_engine
+from rao_envs.spaces import observation_space, sanitize, text_space
+from rao_envs.types import Action, EpisodeTree, NodeStatus
+
+REWARD_MODES = ("node", "root")
+
+
+class RaoEnv(gym.Env):
+    """A recursive task as a single-agent Gymnasium env (see module docstring)."""
+
+    metadata = {"render_modes": ["ansi", "human"], "render_fps": 4}
+
+    def __init__(self, task_id: str, render_mode: str | None = None, reward_mode: str = "node", **kwargs: Any):
+        if render_mode is not None and render_mode not in self.metadata["render_modes"]:
+            raise ConfigError(f"render_mode must be one of {self.metadata['render_modes']} or None, got {render_mode!r}")
+        if reward_mode not in REWARD_MODES:
+            raise ConfigError(f"reward_mode must be one of {REWARD_MODES}, got {reward_mode!r}")
+        self.task_id, self.render_mode, self.reward_mode = task_id, render_mode, reward_mode
+        self.engine = make_engine(task_id, **kwargs)
+        lim = self.engine.limits
+        self.observation_space = observation_space(
+            lim.max_obs_chars, lim.max_depth, lim.max_steps_per_node, lim.tree_step_budget
+        )
+        self.action_space = text_space(lim.max_action_chars)
+        self._node: str | None = None
+
+    @property
+    def task(self):
+        """The task object (its world, generator and oracle)."""
+        return self.engine.task
+
+    @property
+    def tree(self) -> EpisodeTree | None:
+        """The episode tree so far (complete once the episode ended)."""
+        return self.engine.tree
+
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
+        """Start a new tree; ``seed`` fixes the task instance and every node's RNG."""
+        super().reset(seed=seed)
+        if seed is None:
+            seed = int(self.np_random.integers(2**31 - 1))
+        self.engine.reset(seed)
+        self._node = self.engine.active()
+        return self._obs(self._node), self._info(self._node, [])
+
+    def step(self, action: str | Action):
+        """Act for the active node; returns the next active node's observation."""
+        if self._node is None or self.engine.done:
+            raise ResetNeededError("the episode is over (or never started); call env.reset()")
+        out = self.engine.step(self._node, action)
+        self.engine.rotate()
+        tree = self.engine.tree
+        if self.reward_mode == "node":
+            reward = sum(tree.nodes[i].reward or 0.0 for i in out.ended)
+        else:
+            reward = float(tree.root.score or 0.0) if self.engine.done else 0.0
+        if self.engine.done:
+            status = tree.root.status
+            terminated, truncated = status is NodeStatus.FINISHED, status is not NodeStatus.FINISHED
+            node = "0"
+        else:
+            terminated = truncated = False
+            node = self.engine.active()
+        self._node = node
+        return self._obs(node), float(reward), terminated, truncated, self._info(node, out.ended)
+
+    def _obs(self, node_id: str) -> dict[str, Any]:
+        node = self.engine.tree.nodes[node_id]
+        pool = self.engine.tree_budget_left
+        return {
+            "text": sanitize(self.engine.observe(node_id)),
+            "node": node_id,
+            "depth": node.depth,
+            "budget": np.array([node.steps_left, pool if pool is not None else 0], dtype=np.float32),
+        }
+
+    def _info(self, node_id: str, ended: list[str]) -> dict[str, Any]:
+        tree = self.engine.tree
+        node = tree.nodes[node_id]
+        return {
+            "node": node_id,
+            "depth": node.depth,
+            "goal": node.goal,
+            "node_args": node.args,
+            "steps_left": node.steps_left,
+            "messages": node.transcript,
+            "ended": ended,
+            "rewards": {i: tree.nodes[i].reward for i in ended},
+            "tree": tree,
+        }
+
+    def render(self) -> str | None:
+        """``"ansi"``: the tree as text; ``"human"``: print it with rich."""
+        if self.engine.tree is None:
+            return None
+        from rao_envs.render import render_tree_text, print_tree
+
+        if self.render_mode == "ansi":
+            return render_tree_text(self.engine.tree)
+        if self.render_mode == "human":
+            print_tree(self.engine.tree)
+        return None
