@@ -103,9 +103,9 @@ class RaoEnv(gym.Env):
             "node": node_id,
             "depth": node.depth,
             "goal": node.goal,
-            "node_args": node.args,
+            "node_args": _copy_dicts(node.args),
             "steps_left": node.steps_left,
-            "messages": node.transcript,
+            "messages": node.transcript,  # the live chat history of this node (a list: not copied)
             "ended": ended,
             "rewards": {i: tree.nodes[i].reward for i in ended},
             "tree": tree,
@@ -122,3 +122,10 @@ class RaoEnv(gym.Env):
         if self.render_mode == "human":
             print_tree(self.engine.tree)
         return None
+
+
+def _copy_dicts(value: Any) -> Any:
+    """Copy nested dicts (Gymnasium requires fresh info dicts on every call); cheap for small args."""
+    if isinstance(value, dict):
+        return {k: _copy_dicts(v) for k, v in value.items()}
+    return value

@@ -1,0 +1,295 @@
+"""The ``rao-envs`` command line: list, play, solve, check, render, new-task.
+
+    rao-envs list
+    rao-envs play TextCraft-v0 --seed 3            # a person plays a whole tree
+    rao-envs solve TextCraft-v0 --policy oracle --out tree.json
+    rao-envs render tree.json
+    rao-envs check TextCraft-v0                    # the conformance suite
+    rao-envs new-task MyTask --dir .               # a new task file from the template
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Annotated, Literal
+
+import tyro
+
+Positional = tyro.conf.Positional
+
+
+def _kwargs(pairs: list[str]) -> dict:
+    """``["difficulty=hard", "max_depth=8"]`` → ``{"difficulty": "hard", "max_depth": 8}``."""
+    out = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep:
+            raise SystemExit(f"--kw expects KEY=VALUE pairs, got {pair!r}")
+        try:
+            out[key] = json.loads(value)
+        except ValueError:
+            out[key] = value
+    return out
+
+
+def _load(targets: list[str]) -> None:
+    """Import task files or modules so that their ``register_task`` calls run."""
+    import importlib
+    import importlib.util
+
+    for target in targets:
+        path = Path(target)
+        if path.suffix == ".py" and path.exists():
+            spec = importlib.util.spec_from_file_location(path.stem, path)
+            module = importlib.util.module_from_spec(spec)
+            sys.modules[path.stem] = module
+            spec.loader.exec_module(module)
+        else:
+            importlib.import_module(target)
+
+
+@dataclass
+class List:
+    """List every registered task (built-in and from plugins) with its difficulties."""
+
+    load: list[str] = field(default_factory=list)
+    """Task files or modules to import first."""
+
+    def run(self) -> int:
+        from rich.console import Console
+        from rich.table import Table
+
+        import rao_envs
+
+        _load(self.load)
+        table = Table(title="rao_envs tasks")
+        for col in ("id", "gymnasium id", "difficulties", "state scope", "source"):
+            table.add_column(col)
+        for tid in rao_envs.task_ids():
+            spec = rao_envs.task_spec(tid)
+            cls = spec.load()
+            table.add_row(tid, f"rao_envs/{tid}", ", ".join(cls.difficulties), cls.state_scope.value, spec.source)
+        Console(width=140).print(table)
+        return 0
+
+
+@dataclass
+class Check:
+    """Run the conformance suite on one task id."""
+
+    env_id: Positional[str]
+    quick: bool = False
+    """Fewer seeds, cycles and fuzz strings."""
+    load: list[str] = field(default_factory=list)
+    """Task files or modules to import first (e.g. my_task.py)."""
+    kw: list[str] = field(default_factory=list)
+    """Extra make() kwargs as KEY=VALUE."""
+
+    def run(self) -> int:
+        from rich.console import Console
+
+        from rao_envs.testing import run_conformance
+
+        _load(self.load)
+        console = Console()
+
+        def show(result):
+            name, ok, msg, secs = result
+            mark = "[green]PASS[/green]" if ok else "[red]FAIL[/red]"
+            console.print(f"{mark} {name} ({secs:.1f}s){'' if ok and msg == 'ok' else ': ' + msg}")
+
+        report = run_conformance(self.env_id, quick=self.quick, on_result=show, **_kwargs(self.kw))
+        console.print(f"{report.env_id}: {'all checks passed' if report.ok else 'FAILED'}")
+        return 0 if report.ok else 1
+
+
+@dataclass
+class Solve:
+    """Run a scripted policy on one episode, print the tree, optionally save it as JSON."""
+
+    env_id: Positional[str]
+    seed: int = 0
+    policy: Literal["oracle", "flat", "random"] = "oracle"
+    """oracle: the task's oracle; flat: oracle(delegate=False); random: random tool calls."""
+    out: Path | None = None
+    kw: list[str] = field(default_factory=list)
+    """Extra make() kwargs as KEY=VALUE, e.g. difficulty=hard max_depth=8."""
+    load: list[str] = field(default_factory=list)
+
+    def run(self) -> int:
+        import gymnasium
+
+        import rao_envs
+        from rao_envs.policies import RandomPolicy, run_episode
+        from rao_envs.render import print_tree
+
+        _load(self.load)
+        env = gymnasium.make(f"rao_envs/{rao_envs.task_spec(self.env_id).id}", **_kwargs(self.kw))
+        task = env.unwrapped.task
+        if self.policy == "random":
+            policy = RandomPolicy(task, seed=self.seed)
+        else:
+            policy = task.oracle(**({"delegate": False} if self.policy == "flat" else {}))
+        tree, total, steps = run_episode(env, policy, seed=self.seed)
+        print_tree(tree)
+        print(f"root score {tree.root.score}  total reward {total:.2f}  node-steps {steps}")
+        if self.out:
+            self.out.write_text(tree.to_json())
+            print(f"saved {self.out}")
+        return 0
+
+
+@dataclass
+class Render:
+    """Render a saved tree (JSON, or one line of a JSONL file) in the terminal."""
+
+    path: Positional[Path]
+    index: int = 0
+    """Which tree of a JSONL file."""
+
+    def run(self) -> int:
+        from rao_envs.render import print_tree
+        from rao_envs.types import EpisodeTree
+
+        text = self.path.read_text()
+        if self.path.suffix == ".jsonl":
+            lines = [ln for ln in text.splitlines() if ln.strip()]
+            if not 0 <= self.index < len(lines):
+                raise SystemExit(f"{self.path} holds {len(lines)} trees; --index must be in 0..{len(lines) - 1}")
+            text = lines[self.index]
+        print_tree(EpisodeTree.from_json(text))
+        return 0
+
+
+@dataclass
+class Play:
+    """Play a whole tree yourself: act for any waiting node, switch between nodes.
+
+    Type a tool call (`<tool>{...}</tool>`, or the short form `NAME {json args}`), or a
+    command: `:nodes`, `:switch ID`, `:tree`, `:history`, `:help`, `:quit`.
+    """
+
+    env_id: Positional[str]
+    seed: int = 0
+    save: Path | None = None
+    """Write the finished tree here as JSON."""
+    kw: list[str] = field(default_factory=list)
+    load: list[str] = field(default_factory=list)
+
+    def run(self) -> int:
+        from rich.console import Console
+        from rich.panel import Panel
+
+        import rao_envs
+        from rao_envs.render import print_tree
+
+        _load(self.load)
+        console = Console()
+        engine = rao_envs.make_engine(self.env_id, **_kwargs(self.kw))
+        engine.reset(self.seed)
+        console.print(Panel(engine.system_prompt, title="system prompt (every node)"))
+        current = engine.active()
+        while not engine.done:
+            if current not in engine.runnable():
+                current = engine.active()
+            node = engine.tree.nodes[current]
+            console.print(Panel(engine.observe(current), title=f"node {current} (depth {node.depth}) | runnable: {', '.join(engine.runnable())}"))
+            try:
+                line = input(f"{current}> ").strip()
+            except EOFError:
+                console.print("input closed; stopping")
+                break
+            if not line:
+                continue
+            if line.startswith(":"):
+                cmd, _, arg = line[1:].partition(" ")
+                if cmd in ("q", "quit"):
+                    break
+                if cmd == "nodes":
+                    for nid, n in engine.tree.nodes.items():
+                        console.print(f"{nid}: {n.status.value} steps {n.steps_used}/{n.budget} {n.goal[:60]}")
+                elif cmd == "switch":
+                    if arg.strip() in engine.runnable():
+                        current = arg.strip()
+                    else:
+                        console.print(f"[red]node {arg!r} cannot act now; runnable: {engine.runnable()}[/red]")
+                elif cmd == "tree":
+                    print_tree(engine.tree, console)
+                elif cmd == "history":
+                    for m in node.transcript[1:]:
+                        console.print(f"[bold]{m['role']}[/bold]: {m['content']}")
+                else:
+                    console.print(self.__doc__)
+                continue
+            engine.step(current, _shorthand(line))
+            if current == engine.active():
+                engine.rotate()
+            current = engine.active() or "0"
+        print_tree(engine.tree, console)
+        console.print(f"root: {engine.tree.root.status.value}, score {engine.tree.root.score}")
+        if self.save:
+            self.save.write_text(engine.tree.to_json())
+            console.print(f"saved {self.save}")
+        return 0
+
+
+def _shorthand(line: str) -> str:
+    """``craft {"a": 1}`` → ``<tool>{"name": "craft", "args": {"a": 1}}</tool>``; else unchanged."""
+    m = re.fullmatch(r"([A-Za-z_]\w*)\s*(\{.*\})?", line, re.S)
+    if m and "<" not in line:
+        args = m.group(2) or "{}"
+        return f'<tool>{{"name": "{m.group(1)}", "args": {args}}}</tool>'
+    return line
+
+
+@dataclass
+class NewTask:
+    """Write a new task file from the template (then edit its four parts)."""
+
+    name: Positional[str]
+    """CamelCase task name, e.g. SortNumbers (the id becomes SortNumbers-v0)."""
+    dir: Path = Path(".")
+    force: bool = False
+
+    def run(self) -> int:
+        from importlib.resources import files
+
+        if not re.fullmatch(r"[A-Z][A-Za-z0-9]*", self.name):
+            raise SystemExit(f"task name must be CamelCase letters/digits starting with a capital, got {self.name!r}")
+        snake = re.sub(r"(?<!^)(?=[A-Z])", "_", self.name).lower()
+        target = self.dir / f"{snake}.py"
+        if target.exists() and not self.force:
+            raise SystemExit(f"{target} exists; pass --force to overwrite")
+        text = (files("rao_envs.envs") / "_template.py").read_text()
+        text = text.replace("TemplateTask", f"{self.name}Task").replace("TemplateOracle", f"{self.name}Oracle")
+        text = text.replace('name = "Template"', f'name = "{self.name}"').replace("Template-v0", f"{self.name}-v0")
+        self.dir.mkdir(parents=True, exist_ok=True)
+        target.write_text(text)
+        print(f"wrote {target}; check it with: rao-envs check {self.name}-v0 --load {target}")
+        return 0
+
+
+COMMANDS = {
+    "list": List,
+    "check": Check,
+    "solve": Solve,
+    "play": Play,
+    "render": Render,
+    "new-task": NewTask,
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``rao-envs`` script."""
+    cmd = tyro.extras.subcommand_cli_from_dict(
+        {name: Annotated[cls, tyro.conf.arg(name=name)] for name, cls in COMMANDS.items()}, args=argv, prog="rao-envs"
+    )
+    return cmd.run()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
