@@ -1,0 +1,232 @@
+"""The Sandbox protocol on every backend: REPL sessions, fork, errors, files, bad input."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+import threading
+
+import pytest
+
+from conftest import build
+from rao_envs.sandboxes import (
+    ExecResult,
+    Limits,
+    SandboxConfigError,
+    SandboxError,
+    SandboxInfraError,
+    SandboxUnavailable,
+    make_sandbox,
+)
+
+
+def test_repl_state_persists_and_last_expression_is_echoed(sandbox):
+    assert sandbox.run("x = 20").ok
+    r = sandbox.run("x += 1\nx * 2")
+    assert r.ok and r.stdout == "42\n" and r.exit == 0 and r.error_kind is None
+    assert sandbox.run("None").stdout == ""
+    r = sandbox.run("def f(a):\n    return a + x\nprint(f(1), end='')")
+    assert r.stdout == "22"
+
+
+def test_stdout_and_stderr_are_separate(sandbox):
+    r = sandbox.run("import sys, os\nprint('out')\nprint('err', file=sys.stderr)\nos.write(1, b'raw\\n')")
+    assert r.ok
+    assert "out" in r.stdout and "raw" in r.stdout and "err" not in r.stdout
+    assert r.stderr == "err\n"
+
+
+def test_exception_is_reported_and_session_survives(sandbox):
+    sandbox.run("y = 5")
+    r = sandbox.run("1/0")
+    assert r.error_kind == "exception" and r.exit == 1
+    assert "ZeroDivisionError" in r.stderr and "<sandbox>" in r.stderr
+    assert "worker.py" not in r.stderr  # the traceback starts in the snippet
+    assert sandbox.run("y").stdout == "5\n"
+
+
+def test_syntax_error(sandbox):
+    r = sandbox.run("def (")
+    assert r.error_kind == "exception" and "SyntaxError" in r.stderr
+
+
+def test_system_exit(sandbox):
+    assert sandbox.run("raise SystemExit(0)").ok
+    r = sandbox.run("import sys; sys.exit(3)")
+    assert r.exit == 3 and r.error_kind == "exception"
+    assert sandbox.run("1+1").stdout == "2\n"  # the session is still there
+
+
+def test_timeout_interrupts_and_keeps_state(sandbox):
+    sandbox.run("keep = 'yes'")
+    r = sandbox.run("import time\nwhile True: time.sleep(0.01)", timeout=0.5)
+    assert r.error_kind == "timeout" and "timeout" in r.stderr
+    assert sandbox.run("keep").stdout == "'yes'\n"
+
+
+def test_timeout_kills_code_that_ignores_interrupts(sandbox):
+    sandbox.run("keep = 1")
+    r = sandbox.run("import signal\nsignal.signal(signal.SIGINT, signal.SIG_IGN)\nwhile True: pass", timeout=0.5)
+    assert r.error_kind == "timeout" and r.restarted
+    assert "fresh session" in r.stderr
+    r = sandbox.run("'keep' in globals()")
+    assert r.stdout == "False\n"  # restarted: state is gone, but the sandbox works
+
+
+def test_sessions_are_independent_and_fork_copies_state(sandbox):
+    sandbox.run("a = [1, 2]")
+    other = sandbox.session()
+    assert other.run("'a' in globals()").stdout == "False\n"
+    child = sandbox.fork()
+    assert child.run("a.append(3); a").stdout == "[1, 2, 3]\n"
+    assert sandbox.run("a").stdout == "[1, 2]\n"
+    grandchild = child.fork()
+    assert grandchild.run("a").stdout == "[1, 2, 3]\n"
+    grandchild.close()
+    assert grandchild.run("a").error_kind == "exception"  # closed session: clear error
+    assert child.run("len(a)").stdout == "3\n"
+    other.close()
+
+
+def test_files_round_trip_and_reset(sandbox):
+    sandbox.put_file("data/in.txt", b"hello")
+    r = sandbox.run("open('data/in.txt').read().upper()")
+    assert r.stdout == "'HELLO'\n"
+    sandbox.run("open('out.bin', 'wb').write(bytes(range(256)))")
+    assert sandbox.get_file("out.bin") == bytes(range(256))
+    sandbox.run("z = 1")
+    sandbox.reset()
+    assert sandbox.run("'z' in globals()").stdout == "False\n"
+    with pytest.raises(SandboxError):
+        sandbox.get_file("out.bin")
+
+
+@pytest.mark.parametrize("path", ["../etc/passwd", "/etc/passwd", "a/../../x", "", "."])
+def test_get_file_rejects_paths_outside_workdir(sandbox, path):
+    with pytest.raises(SandboxError):
+        sandbox.get_file(path)
+
+
+def test_bad_input_never_crashes_the_host(sandbox):
+    assert sandbox.run(123).error_kind == "exception"  # type: ignore[arg-type]
+    assert sandbox.run("x = 1", timeout="soon").error_kind == "exception"  # type: ignore[arg-type]
+    r = sandbox.run("print('\\udcff \\x00 \\u2603')")  # lone surrogate, NUL, non-ASCII
+    assert r.ok and "\u2603" in r.stdout
+    r = sandbox.run("import os; os.write(1, b'\\xff\\xfe bad utf8')")
+    assert r.ok and "bad utf8" in r.stdout
+    r = sandbox.run("s = '" + "a" * 2_000_000 + "'; len(s)")  # a 2 MB program
+    assert r.stdout == "2000000\n"
+    r = sandbox.run("\x00")
+    assert r.error_kind == "exception"
+    assert sandbox.run("1").stdout == "1\n"
+
+
+def test_output_is_capped(sandbox):
+    r = sandbox.run("print('x' * 100_000)")
+    assert r.truncated and len(r.stdout) <= 8192
+    assert sandbox.run("print('ok')").stdout == "ok\n"  # next run's output is clean
+
+
+def test_concurrent_callers_are_serialised(sandbox):
+    sandbox.run("n = 0")
+    errors = []
+
+    def worker():
+        for _ in range(20):
+            r = sandbox.run("n += 1")
+            if not r.ok:
+                errors.append(r)
+
+    threads = [threading.Thread(target=worker) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert not errors
+    assert sandbox.run("n").stdout == "80\n"
+
+
+def test_arun(sandbox):
+    async def go():
+        return await asyncio.gather(sandbox.arun("1+1"), sandbox.default.arun("2+2"))
+
+    a, b = asyncio.run(go())
+    assert a.stdout == "2\n" and b.stdout == "4\n"
+
+
+def test_stop_is_idempotent_and_run_restarts(backend):
+    sb = build(backend)
+    sb.stop()  # never started
+    assert sb.run("1").stdout == "1\n"  # lazy start
+    sb.stop()
+    sb.stop()
+    assert not sb.alive
+
+
+def test_exec_result_helpers():
+    r = ExecResult.infra("boom")
+    assert r.is_infra and not r.ok and "boom" in r.stderr
+    with pytest.raises(SandboxInfraError) as e:
+        r.raise_for_infra()
+    from rao_envs.errors import InfraError
+
+    assert isinstance(e.value, InfraError)
+    ok = ExecResult(stdout="1\n")
+    assert ok.raise_for_infra() is ok and ok.observation() == "1"
+    assert "[output truncated]" in ExecResult(stdout="a", truncated=True).observation()
+
+
+def test_make_sandbox_rejects_bad_arguments():
+    with pytest.raises(SandboxConfigError, match="unknown sandbox backend"):
+        make_sandbox("vm")
+    with pytest.raises(SandboxConfigError, match="memory_mb"):
+        make_sandbox("process", memory_mb=-1, warn=False)
+    with pytest.raises(SandboxConfigError, match="unknown option"):
+        make_sandbox("process", colour="blue", warn=False)
+    with pytest.raises(SandboxConfigError):
+        Limits.from_kwargs({"timeout": 0})
+
+
+def test_missing_bwrap_names_the_package_and_the_fallback(monkeypatch):
+    import shutil
+
+    real = shutil.which
+    monkeypatch.setattr(shutil, "which", lambda name, *a, **k: None if name == "bwrap" else real(name, *a, **k))
+    with pytest.raises(SandboxUnavailable) as e:
+        make_sandbox("local")
+    msg = str(e.value)
+    assert "apt-get install bubblewrap" in msg and "'process'" in msg
+    from rao_envs.sandboxes import available_backends
+
+    assert "bubblewrap" in available_backends()["local"]
+
+
+def test_process_backend_warns_loudly_once(capfd):
+    code = (
+        "import warnings; warnings.simplefilter('always')\n"
+        "from rao_envs.sandboxes import make_sandbox\n"
+        "for _ in range(3):\n"
+        "    sb = make_sandbox('process')\n"
+        "    with sb: assert sb.run('1').ok\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stderr.count("*** WARNING") == 1 and "NOT ISOLATED" in out.stderr
+
+
+def test_import_is_cheap_and_does_not_need_docker():
+    code = "import sys; import rao_envs.sandboxes as s; print('docker' in sys.modules, 'asyncio' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split()[0] == "False"
+
+
+def test_worker_ships_in_the_package():
+    from rao_envs.sandboxes.base import worker_source
+
+    src = worker_source()
+    assert "def main()" in src
+    compile(src, "worker.py", "exec")
+    assert os.path.exists(os.path.join(os.path.dirname(__import__("rao_envs.sandboxes").sandboxes.__file__), "worker.py"))
