@@ -150,7 +150,7 @@ class TreeEngine:
         exactly once. A waiting node gets a note instead (not part of its transcript).
         """
         node = self._node(node_id)
-        if self._inbox.get(node_id):
+        if node.status is RUNNING and self._inbox.get(node_id):
             self._commit(node)
         if node.status is WAITING:
             return f"[node {node.id}] waiting for sub-agents: {', '.join(self._open[node.id])}"

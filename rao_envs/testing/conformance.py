@@ -147,8 +147,9 @@ def check_tree_invariants(tree: EpisodeTree) -> None:
         assistant_turns = sum(1 for m in node.transcript if m["role"] == "assistant")
         if assistant_turns != node.steps_used:
             _fail(f"{where}: {assistant_turns} assistant messages but steps_used={node.steps_used}")
-        if node.transcript[:1] and node.transcript[0]["role"] != "system":
-            _fail(f"{where}: transcript must start with the system prompt")
+        roles = [m["role"] for m in node.transcript]
+        if roles[:1] != ["system"] or any(r != ("user" if i % 2 == 0 else "assistant") for i, r in enumerate(roles[1:])):
+            _fail(f"{where}: transcript must be system, then alternating user/assistant messages: {roles[:12]}")
     if steps != tree.clock:
         _fail(f"steps of all nodes ({steps}) != tree clock ({tree.clock})")
     if slots != set(range(len(nodes))):
