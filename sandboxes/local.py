@@ -239,6 +239,7 @@ class LocalSandbox(Sandbox):
             "--proc", "/proc", "--dev", "/dev",
             "--size", tmp_bytes, "--perms", "0700", "--tmpfs", "/tmp",
             "--size", work_bytes, "--perms", "0700", "--tmpfs", "/work",
+            "--remount-ro", "/",
             "--clearenv", "--setenv", "PATH", "/usr/bin:/bin", "--setenv", "HOME", "/work",
             "--setenv", "LANG", "C.UTF-8", "--setenv", "PYTHONDONTWRITEBYTECODE", "1",
             "--hostname", "sandbox", "--chdir", "/work",
