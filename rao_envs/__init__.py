@@ -36,6 +36,9 @@ def parallel_env(id: str, **kwargs: Any):
 
 
 import rao_envs.envs  # noqa: E402,F401  (registers the built-in tasks)
+from rao_envs.registration import _load_plugins  # noqa: E402
+
+_load_plugins()  # tasks from the `rao_envs.tasks` entry-point group, so gymnasium.make sees them
 
 __all__ = [
     "Action", "ConfigError", "EpisodeTree", "InfraError", "Limits", "Node", "NodeContext", "NodeStatus",

@@ -183,6 +183,7 @@ class Play:
     def run(self) -> int:
         from rich.console import Console
         from rich.panel import Panel
+        from rich.text import Text
 
         import rao_envs
         from rao_envs.render import print_tree
@@ -191,13 +192,14 @@ class Play:
         console = Console()
         engine = rao_envs.make_engine(self.env_id, **_kwargs(self.kw))
         engine.reset(self.seed)
-        console.print(Panel(engine.system_prompt, title="system prompt (every node)"))
+        console.print(Panel(Text(engine.system_prompt), title="system prompt (every node)"))
         current = engine.active()
         while not engine.done:
             if current not in engine.runnable():
                 current = engine.active()
             node = engine.tree.nodes[current]
-            console.print(Panel(engine.observe(current), title=f"node {current} (depth {node.depth}) | runnable: {', '.join(engine.runnable())}"))
+            title = f"node {current} (depth {node.depth}) | runnable: {', '.join(engine.runnable())}"
+            console.print(Panel(Text(engine.observe(current)), title=Text(title)))
             try:
                 line = input(f"{current}> ").strip()
             except EOFError:
@@ -211,19 +213,19 @@ class Play:
                     break
                 if cmd == "nodes":
                     for nid, n in engine.tree.nodes.items():
-                        console.print(f"{nid}: {n.status.value} steps {n.steps_used}/{n.budget} {n.goal[:60]}")
+                        console.print(Text(f"{nid}: {n.status.value} steps {n.steps_used}/{n.budget} {n.goal[:60]}"))
                 elif cmd == "switch":
                     if arg.strip() in engine.runnable():
                         current = arg.strip()
                     else:
-                        console.print(f"[red]node {arg!r} cannot act now; runnable: {engine.runnable()}[/red]")
+                        console.print(Text(f"node {arg!r} cannot act now; runnable: {engine.runnable()}", style="red"))
                 elif cmd == "tree":
                     print_tree(engine.tree, console)
                 elif cmd == "history":
                     for m in node.transcript[1:]:
-                        console.print(f"[bold]{m['role']}[/bold]: {m['content']}")
+                        console.print(Text(f"{m['role']}: ", style="bold") + Text(m["content"]))
                 else:
-                    console.print(self.__doc__)
+                    console.print(Text(self.__doc__ or ""))
                 continue
             engine.step(current, _shorthand(line))
             if current == engine.active():
