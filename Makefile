@@ -5,7 +5,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.rao_envs-installed
 
-.PHONY: setup demo test test-slow bench clean
+.PHONY: setup sandbox-deps demo test test-slow bench clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "rao_envs needs Python 3.11+ (found %s)" % sys.version.split()[0]'
@@ -14,7 +14,17 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q -e ".[dev]"
 	@touch $@
 
-setup: $(STAMP)
+setup: $(STAMP) sandbox-deps
+
+# bubblewrap for the isolated 'local' code sandbox: installed with apt when root, else a hint.
+sandbox-deps:
+	@command -v bwrap >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing bubblewrap (sandbox backend 'local')"; \
+	    apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q bubblewrap >/dev/null; \
+	  else \
+	    echo "note: bubblewrap is missing; install it (sudo apt-get install bubblewrap) for the isolated 'local' sandbox"; \
+	  fi; }
 
 demo: setup
 	$(PY) -m rao_envs.demo

@@ -51,7 +51,8 @@ def docker_env() -> dict:
         unavailable(_docker_state["error"])
     script = REPO / "scripts" / "podman_lane.sh"
     try:
-        out = subprocess.run(["bash", str(script), "env"], capture_output=True, text=True, timeout=900)
+        out = subprocess.run(["bash", str(script), "env"], capture_output=True, text=True, timeout=900,
+                             env={**os.environ, "RAO_PYTHON": sys.executable})
     except (OSError, subprocess.TimeoutExpired) as e:
         _docker_state["error"] = f"podman lane set-up failed: {e}"
         unavailable(_docker_state["error"])
@@ -60,6 +61,8 @@ def docker_env() -> dict:
         unavailable(_docker_state["error"])
     env = {}
     for line in out.stdout.splitlines():
+        if line.strip() == "PODMAN_STARTED=1":
+            _docker_state["started"] = True
         if "=" in line and line.split("=", 1)[0] in ("DOCKER_HOST", "RAO_SANDBOX_IMAGE"):
             k, v = line.split("=", 1)
             env[k] = v
@@ -115,5 +118,8 @@ def host_pids_of_uid(uid: int) -> list:
 
 
 @pytest.fixture(scope="session", autouse=True)
-def _python_is_sane():
-    assert sys.version_info >= (3, 11)
+def _stop_podman_we_started():
+    """Stop the Podman service at the end of the run if this run started it."""
+    yield
+    if _docker_state.get("started"):
+        subprocess.run(["bash", str(REPO / "scripts" / "podman_lane.sh"), "stop"], timeout=60, check=False)
