@@ -29,7 +29,7 @@ CRAFT = {"name": "craft", "args": {"ingredients": {"m0_ore": 2}, "target": ["m1_
     ],
 )
 def test_accepts_common_llm_formats(text):
-    assert P.parse(text) == [Action(name="craft", args=CRAFT["args"])]
+    assert P.parse(text) == [("craft", CRAFT["args"])]
 
 
 def test_several_calls_in_order():
@@ -41,9 +41,9 @@ def test_several_calls_in_order():
 
 
 def test_missing_args_means_empty_and_action_object_passthrough():
-    assert P.parse('<tool>{"name": "view_inventory"}</tool>') == [Action(name="view_inventory")]
+    assert P.parse('<tool>{"name": "view_inventory"}</tool>') == [("view_inventory", {})]
     act = Action.finish(3)
-    assert P.parse(act) == [act]
+    assert P.parse(act) == [(act.name, act.args)]
     assert Action.finish(3).to_text() == '<tool>{"name": "finish", "args": {"result": 3}}</tool>'
 
 
@@ -70,4 +70,4 @@ def test_unreadable_text_raises_parse_error_with_expected_syntax(text, fragment)
 
 
 def test_bytes_are_decoded():
-    assert P.parse(b'<tool>{"name": "a"}</tool>') == [Action(name="a")]
+    assert P.parse(b'<tool>{"name": "a"}</tool>') == [("a", {})]

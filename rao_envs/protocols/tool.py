@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import json
 import re
-from typing import Any
+from typing import Any, NamedTuple
 
 from rao_envs.types import Action
 
@@ -27,6 +27,13 @@ _ARG_KEYS = ("args", "arguments", "parameters", "input")
 _decoder = json.JSONDecoder()
 
 EXPECTED = 'expected <tool>{"name": "TOOL_NAME", "args": {...}}</tool>'
+
+
+class Call(NamedTuple):
+    """A parsed tool call (the engine's cheap internal form of :class:`Action`)."""
+
+    name: str
+    args: dict[str, Any]
 
 
 class ParseError(ValueError):
@@ -50,10 +57,10 @@ class ToolProtocol:
             "turn (delegate is the only tool that may be repeated in one turn)."
         )
 
-    def parse(self, text: Any) -> list[Action]:
+    def parse(self, text: Any) -> list[Call]:
         """Return the tool calls in ``text`` (at least one) or raise :class:`ParseError`."""
         if isinstance(text, Action):
-            return [text]
+            return [Call(text.name, dict(text.args))]
         if isinstance(text, (bytes, bytearray)):
             text = bytes(text).decode("utf-8", errors="replace")
         if not isinstance(text, str):
@@ -70,7 +77,7 @@ class ToolProtocol:
             blocks = _FENCE.findall(text) if "```" in text else []
         if not blocks:
             blocks = [text]
-        actions: list[Action] = []
+        actions: list[Call] = []
         for block in blocks:
             actions.extend(_calls_from(_load_json(block)))
         return actions
@@ -102,7 +109,7 @@ def _first_json_start(block: str) -> int:
     return min(brace, bracket)
 
 
-def _calls_from(payload: Any, depth: int = 0) -> list[Action]:
+def _calls_from(payload: Any, depth: int = 0) -> list[Call]:
     if depth > 3:
         raise ParseError(f"tool calls nested too deeply; {EXPECTED}")
     if isinstance(payload, list):
@@ -132,4 +139,4 @@ def _calls_from(payload: Any, depth: int = 0) -> list[Action]:
         args = {}
     if not isinstance(args, dict):
         raise ParseError(f'"args" of {name!r} must be a JSON object, not {type(args).__name__}; {EXPECTED}')
-    return [Action.model_construct(name=name.strip(), args=args)]
+    return [Call(name.strip(), args)]
