@@ -11,7 +11,8 @@ $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "rao_envs needs Python 3.11+ (found %s)" % sys.version.split()[0]'
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q -U pip
-	$(PY) -m pip install -q -e ".[dev]"
+	$(PY) -m pip install -q "torch==2.13.0"  # CPU wheel first: else the train extra pulls CUDA torch
+	$(PY) -m pip install -q -e ".[dev,train]"
 	@touch $@
 
 setup: $(STAMP) sandbox-deps
