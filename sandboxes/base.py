@@ -377,16 +377,16 @@ class Sandbox:
 
     def _kill(self) -> None:
         self._started = False
+        try:  # kill first: closing the channel first lets the worker exit and race the removal
+            self._teardown()
+        except Exception:  # noqa: BLE001 - teardown must not raise
+            pass
         if self._transport is not None:
             try:
                 self._transport.close()
             except Exception:  # noqa: BLE001
                 pass
             self._transport = None
-        try:
-            self._teardown()
-        except Exception:  # noqa: BLE001 - teardown must not raise
-            pass
 
     @property
     def alive(self) -> bool:

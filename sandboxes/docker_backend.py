@@ -252,17 +252,21 @@ class DockerSandbox(Sandbox):
 
     def _teardown(self) -> None:
         c, self.container = self.container, None
+        if c is not None:
+            for attempt in range(5):  # the engine may refuse while the container is stopping
+                try:
+                    c.remove(force=True)
+                    break
+                except Exception as e:  # noqa: BLE001
+                    if "no such container" in str(e).lower() or "404" in str(e):
+                        break
+                    time.sleep(0.1 * (attempt + 1))
         if self._attach is not None:
             try:
                 self._attach.close()
             except Exception:  # noqa: BLE001
                 pass
             self._attach = None
-        if c is not None:
-            try:
-                c.remove(force=True)
-            except Exception:  # noqa: BLE001
-                pass
         if self._client is not None:
             try:
                 self._client.close()

@@ -295,6 +295,13 @@ def _session_fork(sock, fds, cfg, globs):
 
 
 # --------------------------------------------------------------------------- fork-server side
+def _is_zombie(pid):
+    try:
+        with open("/proc/%d/stat" % pid, "rb") as f:
+            stat = f.read()
+        return stat[stat.rindex(b")") + 2:stat.rindex(b")") + 3] in (b"Z", b"X")
+    except (OSError, ValueError):
+        return True  # gone already
 class _Session:
     __slots__ = ("pid", "sock")
 
@@ -358,12 +365,13 @@ class Server:
             return
         keep = {1, self.my_pid, os.getppid()}
         keep.update(s.pid for s in self.sessions.values())
-        for _ in range(3):
+        end = time.monotonic() + 2.0  # a fork bomb keeps forking while we kill: repeat until empty
+        while time.monotonic() < end:
             victims = []
             for name in os.listdir("/proc"):
                 if name.isdigit():
                     pid = int(name)
-                    if pid not in keep:
+                    if pid not in keep and not _is_zombie(pid):
                         victims.append(pid)
             if not victims:
                 break
