@@ -46,7 +46,9 @@ class StateScope(str, Enum):
 class Message(TypedDict):
     """One chat message of a node's transcript (OpenAI chat format).
 
-    ``token_ids``/``logprobs`` are filled by drivers whose endpoint reports them.
+    ``token_ids``/``logprobs`` are filled by drivers whose endpoint reports them: on an
+    assistant message, the sampled tokens; on the last message before an assistant turn,
+    the prompt tokens the chat template added since the previous turn (see ``rao_envs.rows``).
     """
 
     role: Literal["system", "user", "assistant"]
@@ -152,6 +154,7 @@ class EpisodeTree(BaseModel):
     nodes: dict[str, Node] = Field(default_factory=dict)
     clock: int = 0  # node-steps taken in the whole tree
     lam: float = 0.0  # λ of the local reward R = s + λ·mean(children s)
+    tree_id: str | None = None  # set by the rollout driver, e.g. "TextCraft-v0:3#g2"
 
     @field_validator("nodes")
     @classmethod
@@ -210,3 +213,13 @@ class EpisodeTree(BaseModel):
     def from_json(cls, text: str | bytes) -> EpisodeTree:
         """Load a tree written by :meth:`to_json`."""
         return cls.model_validate_json(text)
+
+    def to_rows(self, tokenizer: Any = None, *, mode: str = "node", **kwargs: Any) -> list[dict[str, Any]]:
+        """Training rows: one per node (``mode="node"``) or per assistant turn (``"turn"``).
+
+        Token ids come from the driver's recorded ``token_ids`` or from ``tokenizer`` (a HF
+        tokenizer with a chat template). See :mod:`rao_envs.rows` (credit, Parquet, datasets).
+        """
+        from rao_envs.rows import tree_rows
+
+        return tree_rows(self, tokenizer, mode=mode, **kwargs)
