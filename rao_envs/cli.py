@@ -6,6 +6,7 @@
     rao-envs render tree.json
     rao-envs check TextCraft-v0                    # the conformance suite
     rao-envs new-task MyTask --dir .               # a new task file from the template
+    rao-envs sandbox-build-image                   # offline image for the docker sandbox
 """
 
 from __future__ import annotations
@@ -275,6 +276,23 @@ class NewTask:
         return 0
 
 
+@dataclass
+class SandboxBuildImage:
+    """Build the offline container image for the ``docker`` sandbox backend (Podman or Docker)."""
+
+    tag: str = "localhost/rao-envs-sandbox:latest"
+    """Image tag (the docker backend's default; or set RAO_SANDBOX_IMAGE)."""
+    python: str = "/usr/bin/python3"
+    """Host interpreter to package (binary, stdlib and the libraries ldd lists)."""
+    engine: Literal["auto", "podman", "docker", "sdk"] = "auto"
+
+    def run(self) -> int:
+        from rao_envs.sandboxes.image import main as build_main
+
+        return build_main(["--tag", self.tag, "--python", self.python]
+                          + ([] if self.engine == "auto" else ["--engine", self.engine]))
+
+
 COMMANDS = {
     "list": List,
     "check": Check,
@@ -282,6 +300,7 @@ COMMANDS = {
     "play": Play,
     "render": Render,
     "new-task": NewTask,
+    "sandbox-build-image": SandboxBuildImage,
 }
 
 

@@ -230,3 +230,28 @@ def test_worker_ships_in_the_package():
     assert "def main()" in src
     compile(src, "worker.py", "exec")
     assert os.path.exists(os.path.join(os.path.dirname(__import__("rao_envs.sandboxes").sandboxes.__file__), "worker.py"))
+
+
+def test_image_rootfs_is_offline_and_work_dir_belongs_to_the_sandbox_user():
+    import io
+    import tarfile
+
+    from rao_envs.sandboxes.image import SANDBOX_UID, rootfs_tar
+    from rao_envs.sandboxes.local import default_python
+
+    data = rootfs_tar(default_python())
+    with tarfile.open(fileobj=io.BytesIO(data)) as tar:
+        names = set(tar.getnames())
+        work = tar.getmember("work")
+        assert work.isdir() and work.uid == SANDBOX_UID
+        assert "usr/bin/python3" in names and "etc/passwd" in names
+        assert any(n.endswith("/json/__init__.py") for n in names)
+        assert not any("site-packages/" in n or "dist-packages/" in n for n in names)
+
+
+def test_cli_has_the_build_image_command():
+    from rao_envs.cli import main
+
+    with pytest.raises(SystemExit) as e:
+        main(["sandbox-build-image", "--help"])
+    assert e.value.code == 0
