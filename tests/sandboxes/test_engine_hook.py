@@ -1,0 +1,92 @@
+"""Engine hook (issue 4 part 7, DESIGN §1.8): a sandbox failure during a node's tool call marks
+that node ``infra_error``, the parent is told, and the episode goes on."""
+
+from __future__ import annotations
+
+import json
+import threading
+from typing import Any, ClassVar, Optional
+
+import numpy as np
+import pytest
+
+import rao_envs
+from conftest import SMALL, build
+from rao_envs import NodeContext, NodeStatus, StateScope, Task, TaskInstance, ToolError, tool
+from rao_envs.sandboxes import Sandbox, SandboxPool
+
+
+def call(name: str, **args: Any) -> str:
+    return "<tool>" + json.dumps({"name": name, "args": args}) + "</tool>"
+
+
+class SandboxProbe(Task):
+    """Finish with your word; a ``python`` tool runs code in a pooled sandbox."""
+
+    name = "SandboxProbe"
+    state_scope = StateScope.ISOLATED
+    default_limits = {"max_depth": 2, "max_steps_per_node": 6, "max_nodes": 8}
+    delegate_args_doc = ", word: str"
+    pool: ClassVar[Optional[SandboxPool]] = None
+
+    def generate(self, rng: np.random.Generator) -> TaskInstance:
+        return TaskInstance(goal="Say hi", args={"word": "hi"})
+
+    def child_args(self, parent: NodeContext, goal: str, args: dict[str, Any]):
+        if not isinstance(args.get("word"), str):
+            raise ToolError("delegate needs word: str")
+        return goal or f"Say {args['word']}", {"word": args["word"]}
+
+    def score(self, ctx: NodeContext) -> float:
+        return float(ctx.node.result == ctx.node.args["word"])
+
+    def box(self) -> Sandbox:
+        """This episode's sandbox; a failed one goes back to the pool, which replaces it."""
+        sb = getattr(self, "_sb", None)
+        if sb is None or not sb.alive:
+            if sb is not None:
+                self.pool.release(sb)
+            sb = self._sb = self.pool.acquire()
+        return sb
+
+    @tool
+    def python(self, ctx: NodeContext, code: str) -> str:
+        """Run Python code; variables persist between calls."""
+        return self.box().run(code, timeout=20).raise_for_infra().observation()
+
+
+rao_envs.register_task("SandboxProbe-v0", SandboxProbe)
+
+
+@pytest.mark.parametrize("backend", ["local", "process"])
+def test_sandbox_crash_marks_node_infra_error_and_episode_continues(backend):
+    build(backend)  # skip/fail with the reason if the backend is unavailable
+    kw = dict(SMALL, warn=False) if backend == "process" else dict(SMALL)
+    with SandboxPool(backend, size=1, max_size=2, **kw) as pool:
+        SandboxProbe.pool = pool
+        eng = rao_envs.make_engine("SandboxProbe-v0")
+        eng.reset(0)
+        eng.step("0", call("delegate", word="a") + call("delegate", word="b"))
+        eng.step("0.0", call("python", code="x = 40\nx + 2"))
+        assert "42" in eng.observe("0.0")
+
+        task = eng.task
+        killer = threading.Timer(0.5, lambda: task._sb.kill_worker())  # crash mid-run
+        killer.start()
+        eng.step("0.0", call("python", code="import time; time.sleep(30)"))
+        killer.join()
+        bad = eng.tree.nodes["0.0"]
+        assert bad.status is NodeStatus.INFRA_ERROR, bad
+        assert "sandbox" in (bad.error or "").lower()
+
+        # the episode goes on: the sibling gets a fresh warm sandbox from the pool
+        eng.step("0.1", call("python", code="print(6 * 7)"))
+        assert "42" in eng.observe("0.1")
+        eng.step("0.1", call("finish", result="b"))
+        assert "0.0] failed because of an infrastructure error" in eng.observe("0")
+        eng.step("0", call("finish", result="hi"))
+        assert eng.tree.root.score == 1.0
+        assert eng.tree.nodes["0.1"].status is NodeStatus.FINISHED
+        assert pool.stats["replaced"] == 1
+        task._sb and pool.release(task._sb)
+        SandboxProbe.pool = None
