@@ -1,0 +1,215 @@
+"""A small OpenAI-compatible chat server for tests: it answers from a task's scripted oracle.
+
+Run as a process: ``python tests/openai_server.py --env Toy-v0 [options]``; it binds
+127.0.0.1 on a free port and prints ``PORT <n>``. Like a real model it reads only the
+conversation: the node's args come from its first user message, depth and steps left from
+the engine's status line. The ``X-Rao-Tree``/``X-Rao-Node`` headers only key the oracle's
+memory, and answers are cached per (tree, node, turn) so a retried request gets the same
+answer. Injected failures (``--fail-rate``): the first ``--fail-attempts`` attempts of a
+seeded fraction of turns answer with a 500, a stall past the client's timeout, a garbage
+body, or a body without choices. ``--fail-node ID`` fails every request of that node.
+``--token-ids`` answers like vLLM with ``return_token_ids`` (character-level ids of a
+ChatML rendering, with logprobs), so rows need no tokenizer.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import re
+import sys
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+STATUS = re.compile(r"\[node (\S+) \| depth (\d+)/(\d+) \| steps left (-?\d+)/(\d+)")
+TOY_EXPR = re.compile(r"Compute the value of (.+?)\. Finish with the number\.")
+TC_TARGETS = re.compile(r"Targets \(judged as the increase since you started\): (.+?)\. In the inventory now")
+IM_START, IM_END = 100_001, 100_002
+
+
+def node_args(env: str, first_user: str) -> dict[str, Any]:
+    """The node's task args, read back from its first user message."""
+    if env.startswith("Toy"):
+        m = TOY_EXPR.search(first_user)
+        return {"expr": m.group(1)} if m else {}
+    if env.startswith("TextCraft"):
+        m = TC_TARGETS.search(first_user)
+        if not m:
+            return {}
+        targets = {}
+        for part in m.group(1).split(", "):
+            n, item = part.split("x ", 1)
+            targets[item.strip()] = int(n)
+        return {"targets": targets}
+    return {}
+
+
+def chatml_ids(messages: list[dict[str, str]]) -> list[int]:
+    """Character-level ids of a ChatML rendering with the generation prompt (tests' tokenizer)."""
+    ids: list[int] = []
+    for m in messages:
+        ids += [IM_START] + [ord(c) for c in f"{m['role']}\n{m['content']}"] + [IM_END] + [ord("\n")]
+    return ids + [IM_START] + [ord(c) for c in "assistant\n"]
+
+
+def _frac(key: str) -> float:
+    return int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "big") / 2**64
+
+
+class Scripted:
+    """The oracle answers, memoised per (tree, node, turn), plus the failure plan."""
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        import rao_envs
+
+        self.args = args
+        self.engine = rao_envs.make_engine(args.env, **json.loads(args.kw))
+        self.oracles: dict[str, Any] = {}
+        self.answers: dict[tuple[str, str, int], str] = {}
+        self.attempts: dict[tuple[str, str, int], int] = {}
+        self.lock = threading.Lock()
+        self.requests = 0
+
+    def oracle(self, tree: str):
+        if tree not in self.oracles:
+            task = self.engine.task
+            self.oracles[tree] = task.oracle(delegate=False) if self.args.policy == "flat" else task.oracle()
+        return self.oracles[tree]
+
+    def answer(self, tree: str, node: str, messages: list[dict[str, str]]) -> str:
+        turn = sum(1 for m in messages if m["role"] == "assistant")
+        key = (tree, node, turn)
+        with self.lock:
+            if key in self.answers:
+                return self.answers[key]
+            last = messages[-1]["content"]
+            m = STATUS.search(last)
+            first_user = next(x["content"] for x in messages if x["role"] == "user")
+            info = {
+                "node": node,
+                "depth": int(m.group(2)) if m else 0,
+                "steps_left": int(m.group(4)) if m else 1,
+                "node_args": node_args(self.args.env, first_user),
+                "goal": "",
+            }
+            obs = {"text": last, "node": node, "depth": info["depth"]}
+            text = self.oracle(tree)(obs, info)
+            self.answers[key] = text
+            return text
+
+    def failure(self, tree: str, node: str, turn: int) -> str | None:
+        """The injected failure for this attempt, if any."""
+        a = self.args
+        if a.fail_node and node == a.fail_node:
+            return "500"
+        key = (tree, node, turn)
+        with self.lock:
+            n = self.attempts[key] = self.attempts.get(key, 0) + 1
+            self.requests += 1
+        if a.fail_rate <= 0 or n > a.fail_attempts or _frac(f"{tree}|{node}|{turn}") >= a.fail_rate:
+            return None
+        kinds = a.fail_kinds.split(",")
+        return kinds[int(_frac(f"kind|{tree}|{node}|{turn}|{n}") * len(kinds))]
+
+
+def make_handler(state: Scripted):
+    args = state.args
+
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, *a: Any) -> None:  # quiet
+            pass
+
+        def _send(self, code: int, body: bytes, ctype: str = "application/json") -> None:
+            self.send_response(code)
+            self.send_header("Content-Type", ctype)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def do_GET(self) -> None:
+            if self.path.rstrip("/").endswith("/models"):
+                self._send(200, json.dumps({"object": "list", "data": [{"id": "scripted", "object": "model"}]}).encode())
+            else:
+                self._send(404, b'{"error": "not found"}')
+
+        def do_POST(self) -> None:
+            length = int(self.headers.get("Content-Length", 0))
+            raw = self.rfile.read(length)
+            if not self.path.rstrip("/").endswith("/chat/completions"):
+                self._send(404, b'{"error": "not found"}')
+                return
+            try:
+                body = json.loads(raw)
+                messages = body["messages"]
+            except (ValueError, KeyError):
+                self._send(400, b'{"error": "bad request"}')
+                return
+            tree = self.headers.get("X-Rao-Tree", "default")
+            node = self.headers.get("X-Rao-Node") or (STATUS.search(messages[-1]["content"]) or [None, "0"])[1]
+            turn = sum(1 for m in messages if m["role"] == "assistant")
+            delay = args.latency * (1 + args.jitter * (2 * _frac(f"lat|{tree}|{node}|{turn}|{time.monotonic()}") - 1))
+            if delay > 0:
+                time.sleep(delay)
+            fail = state.failure(tree, node, turn)
+            if fail == "500":
+                self._send(500, b'{"error": {"message": "injected server error"}}')
+                return
+            if fail == "timeout":
+                time.sleep(args.stall)
+                self._send(503, b'{"error": "stalled"}')
+                return
+            if fail == "garbage":
+                self._send(200, b"<html>\x00\x9f not json", "text/html")
+                return
+            if fail == "nochoices":
+                self._send(200, b'{"object": "chat.completion", "choices": []}')
+                return
+            text = state.answer(tree, node, messages)
+            choice: dict[str, Any] = {"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}
+            out: dict[str, Any] = {"id": "cmpl-test", "object": "chat.completion", "model": body.get("model", "scripted"),
+                                   "choices": [choice], "usage": {"prompt_tokens": 0, "completion_tokens": len(text)}}
+            if args.token_ids:
+                ids = [ord(c) for c in text] + [IM_END]
+                choice["token_ids"] = ids
+                out["prompt_token_ids"] = chatml_ids(messages)
+            if body.get("logprobs") and args.token_ids:
+                choice["logprobs"] = {"content": [{"token": chr(i) if i < 100_000 else "<|im_end|>", "logprob": -0.25,
+                                                   "bytes": None, "top_logprobs": []} for i in ids]}
+            self._send(200, json.dumps(out).encode())
+
+    return Handler
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Parse options, bind 127.0.0.1:0, print the port, serve until killed."""
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("--env", default="Toy-v0")
+    p.add_argument("--kw", default="{}", help="make() kwargs as JSON")
+    p.add_argument("--policy", choices=("oracle", "flat"), default="oracle")
+    p.add_argument("--latency", type=float, default=0.0)
+    p.add_argument("--jitter", type=float, default=0.0, help="relative latency jitter in [0, 1]")
+    p.add_argument("--fail-rate", type=float, default=0.0)
+    p.add_argument("--fail-attempts", type=int, default=1)
+    p.add_argument("--fail-kinds", default="500,timeout,garbage,nochoices")
+    p.add_argument("--fail-node", default="")
+    p.add_argument("--stall", type=float, default=2.0, help="seconds an injected timeout stalls")
+    p.add_argument("--token-ids", action="store_true")
+    args = p.parse_args(argv)
+    sys.path.insert(0, ".")
+    server = ThreadingHTTPServer(("127.0.0.1", 0), make_handler(Scripted(args)))
+    server.daemon_threads = True
+    print(f"PORT {server.server_address[1]}", flush=True)
+    try:
+        server.serve_forever(poll_interval=0.2)
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
