@@ -55,11 +55,21 @@ class SandboxProbe(Task):
         return self.box().run(code, timeout=20).raise_for_infra().observation()
 
 
-rao_envs.register_task("SandboxProbe-v0", SandboxProbe)
+@pytest.fixture
+def registered():
+    """Register the probe only for this test (the conformance suite iterates the registry)."""
+    import gymnasium
+
+    from rao_envs import registration
+
+    rao_envs.register_task("SandboxProbe-v0", SandboxProbe)
+    yield
+    registration._REGISTRY.pop("SandboxProbe-v0", None)
+    gymnasium.registry.pop(f"{registration.GYM_NAMESPACE}/SandboxProbe-v0", None)
 
 
 @pytest.mark.parametrize("backend", ["local", "process"])
-def test_sandbox_crash_marks_node_infra_error_and_episode_continues(backend):
+def test_sandbox_crash_marks_node_infra_error_and_episode_continues(backend, registered):
     build(backend)  # skip/fail with the reason if the backend is unavailable
     kw = dict(SMALL, warn=False) if backend == "process" else dict(SMALL)
     with SandboxPool(backend, size=1, max_size=2, **kw) as pool:
