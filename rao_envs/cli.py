@@ -6,6 +6,8 @@
     rao-envs render tree.json
     rao-envs check TextCraft-v0                    # the conformance suite
     rao-envs new-task MyTask --dir .               # a new task file from the template
+    rao-envs rollout TextCraft-v0 --base-url http://localhost:8000/v1 --model NAME -n 64 --group-size 8 --out trees.jsonl
+    rao-envs view trees.jsonl --out trees.html     # a self-contained HTML tree viewer
     rao-envs sandbox-build-image                   # offline image for the docker sandbox
 """
 
@@ -293,6 +295,111 @@ class SandboxBuildImage:
                           + ([] if self.engine == "auto" else ["--engine", self.engine]))
 
 
+@dataclass
+class Rollout:
+    """Run trees against an OpenAI-compatible endpoint (or a scripted oracle); save them as JSONL.
+
+    -n tasks (seeds seed-start, seed-start+1, ...), each sampled --group-size times.
+    """
+
+    env_id: Positional[str]
+    base_url: str = "http://127.0.0.1:8000/v1"
+    """Endpoint root, e.g. http://localhost:8000/v1 (vLLM, SGLang, llama.cpp server, Ollama)."""
+    model: str = "default"
+    n: Annotated[int, tyro.conf.arg(aliases=("-n",))] = 8
+    """Number of tasks (seeds)."""
+    group_size: int = 8
+    """Trees per task (G of the leave-one-out baseline)."""
+    seed_start: int = 0
+    concurrency: int = 32
+    """Requests in flight, shared fairly by all trees."""
+    temperature: float = 1.0
+    top_p: float | None = None
+    max_tokens: int = 512
+    timeout: float = 120.0
+    """Seconds per request before it is retried."""
+    retries: int = 4
+    api_key: str | None = None
+    """Bearer token (default: $OPENAI_API_KEY if set)."""
+    extra_body: str = ""
+    """JSON merged into every request body, e.g. '{"return_token_ids": true}' for vLLM."""
+    policy: Literal["endpoint", "oracle", "flat"] = "endpoint"
+    """endpoint: the model at --base-url; oracle/flat: the task's scripted oracle in process (no server)."""
+    policy_version: int | None = None
+    out: Path = Path("trees.jsonl")
+    progress: bool = True
+    kw: list[str] = field(default_factory=list)
+    """Extra make() kwargs as KEY=VALUE, e.g. difficulty=hard lam=0.4."""
+    load: list[str] = field(default_factory=list)
+
+    def run(self) -> int:
+        import asyncio
+        import os
+
+        import rao_envs
+        from rao_envs.rollout import OpenAIPolicy, OraclePolicy, RolloutDriver, save_trees
+
+        _load(self.load)
+        kw = _kwargs(self.kw)
+        env_id = rao_envs.task_spec(self.env_id).id
+        if self.policy == "endpoint":
+            try:
+                extra = json.loads(self.extra_body) if self.extra_body else None
+            except ValueError as exc:
+                raise SystemExit(f"--extra-body must be a JSON object: {exc}") from None
+            policy = OpenAIPolicy(
+                self.base_url, self.model, temperature=self.temperature, top_p=self.top_p, max_tokens=self.max_tokens,
+                timeout=self.timeout, retries=self.retries, extra_body=extra,
+                api_key=self.api_key or os.environ.get("OPENAI_API_KEY"),
+            )
+        else:
+            task = rao_envs.make_engine(env_id, **kw).task
+            flat = self.policy == "flat"
+            policy = OraclePolicy(lambda: task.oracle(delegate=False) if flat else task.oracle())
+        driver = RolloutDriver(policy, concurrency=self.concurrency, policy_version=self.policy_version, progress=self.progress)
+        seeds = range(self.seed_start, self.seed_start + self.n)
+        trees = asyncio.run(driver.run(env_id, seeds, group_size=self.group_size, env_kwargs=kw))
+        self.out.parent.mkdir(parents=True, exist_ok=True)
+        save_trees(trees, str(self.out))
+        st = driver.stats
+        solved = sum(1 for t in trees if t.root.score == 1.0)
+        print(
+            f"{len(trees)} trees ({st.nodes} nodes, {st.calls} calls, {st.infra_errors} infra errors) in {st.wall_s:.1f}s; "
+            f"{solved} roots solved; saved {self.out}"
+        )
+        return 0
+
+
+@dataclass
+class View:
+    """Write a self-contained HTML page showing saved trees (expand nodes, read transcripts)."""
+
+    path: Positional[Path]
+    """A JSONL file of trees (rao-envs rollout --out) or one tree's JSON."""
+    out: Path = Path("trees.html")
+    method: str = "rao"
+    """Credit method for the advantage column: rao, root, depth_grpo, sibling."""
+    lam: float | None = None
+    """λ of the local reward (default: each tree's own)."""
+
+    def run(self) -> int:
+        from rao_envs.credit import assign_credit
+        from rao_envs.rollout import load_trees
+        from rao_envs.types import EpisodeTree
+        from rao_envs.viewer import write_html
+
+        if not self.path.exists():
+            raise SystemExit(f"{self.path} does not exist; write trees with `rao-envs rollout ... --out {self.path}`")
+        if self.path.suffix == ".jsonl":
+            trees = load_trees(str(self.path))
+        else:
+            trees = [EpisodeTree.from_json(self.path.read_text())]
+        credit = assign_credit(trees, self.method, lam=self.lam, drop_no_signal=False) if trees else None
+        write_html(trees, str(self.out), credit=credit, title=f"rao_envs: {self.path.name}")
+        print(f"wrote {self.out} ({len(trees)} trees, {sum(len(t.nodes) for t in trees)} nodes)")
+        return 0
+
+
 COMMANDS = {
     "list": List,
     "check": Check,
@@ -301,6 +408,8 @@ COMMANDS = {
     "render": Render,
     "new-task": NewTask,
     "sandbox-build-image": SandboxBuildImage,
+    "rollout": Rollout,
+    "view": View,
 }
 
 
