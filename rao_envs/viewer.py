@@ -45,7 +45,8 @@ def render_html(trees: Sequence[EpisodeTree], credit: Credit | None = None, titl
     if credit is None and trees:
         credit = assign_credit(trees, drop_no_signal=False)
     data = json.dumps([tree_payload(t, i, credit) for i, t in enumerate(trees)], default=str)
-    data = data.replace("</", "<\\/").replace("<!--", "<\\!--")  # safe inside <script>
+    # "<", ">" and "&" only occur inside JSON strings: \u escapes keep </script> and <!-- inert
+    data = data.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
     return _PAGE.replace("__TITLE__", html.escape(title)).replace("__DATA__", data)
 
 
