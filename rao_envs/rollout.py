@@ -392,6 +392,11 @@ def _plain(messages: Iterable[dict[str, Any]]) -> list[dict[str, str]]:
     return [{"role": m["role"], "content": m["content"]} for m in messages]
 
 
+def _no_open_children(tree: EpisodeTree, nid: str) -> bool:
+    """True when every child of ``nid`` has ended (none can deliver to it any more)."""
+    return all(tree.nodes[c].status.ended for c in tree.nodes[nid].children)
+
+
 def _fail_node(engine: Any, node_id: str, error: str) -> None:
     """Mark a running node ``infra_error`` (the engine's own ending path: parent told, children cancelled).
 
@@ -402,10 +407,22 @@ def _fail_node(engine: Any, node_id: str, error: str) -> None:
         engine._end(node, NodeStatus.INFRA_ERROR, error=error[:2000])
 
 
+@dataclass
+class _TreeRun:
+    """Per-tree state of a driver run: the engine, its fairness key, requests in flight."""
+
+    engine: Any
+    key: int
+    base: dict[str, Any]
+    pending: dict[str, asyncio.Task] = field(default_factory=dict)
+    seqs: dict[str, list[int] | None] = field(default_factory=dict)
+
+
 class RolloutDriver:
     """Runs trees concurrently against one policy under one fair concurrency cap.
 
     Most users call :func:`rollout`; keep a driver to read :attr:`stats` afterwards.
+    Concurrent :meth:`run` calls (e.g. two tasks at once) share the driver's cap.
     """
 
     def __init__(
@@ -423,7 +440,8 @@ class RolloutDriver:
         self.policy_version = policy_version
         self.progress, self.strict = progress, strict
         self.stats = RolloutStats()
-        self._limiter: FairLimiter | None = None
+        self._limiter = FairLimiter(concurrency)  # shared by concurrent run() calls of this driver
+        self._keys = 0
         self._bar = None
 
     def _version(self) -> int | None:
@@ -444,8 +462,8 @@ class RolloutDriver:
         seeds = [int(s) for s in seeds]
         env_kwargs = dict(env_kwargs or {})
         make_engine(env_id, **env_kwargs)  # fail fast on a bad env id or kwargs
-        self._limiter = FairLimiter(self.concurrency)
-        jobs = [(k, s, g) for k, (s, g) in enumerate((s, g) for s in seeds for g in range(group_size))]
+        jobs = [(self._keys + k, s, g) for k, (s, g) in enumerate((s, g) for s in seeds for g in range(group_size))]
+        self._keys += len(jobs)
         t0 = time.perf_counter()
         if self.progress:
             from tqdm.auto import tqdm
@@ -462,7 +480,6 @@ class RolloutDriver:
         return list(trees)
 
     async def _ask(self, key: int, messages: list[dict[str, str]], info: NodeInfo) -> Completion:
-        assert self._limiter is not None
         await self._limiter.acquire(key)
         try:
             self.stats.calls += 1
@@ -474,16 +491,20 @@ class RolloutDriver:
         engine = make_engine(env_id, **env_kwargs)
         tree = engine.reset(seed)
         tree.tree_id = f"{env_id}:{seed}#g{group}"
-        seqs: dict[str, list[int] | None] = {}  # per node: prompt+completion ids so far (recorded)
+        run = _TreeRun(engine, key, {"env_id": env_id, "seed": seed, "tree_id": tree.tree_id, "group": group})
         try:
             while not engine.done:
-                await self._round(engine, key, env_id, seed, group, seqs)
+                await self._round(run)
         except Exception as exc:  # an engine or driver bug must not crash the batch: mask the tree
             if self.strict:
                 raise
             msg = f"driver error: {type(exc).__name__}: {exc}"
             self.stats.errors.append(f"{tree.tree_id}: {msg}")
             _fail_node(engine, "0", msg)
+        finally:
+            for t in run.pending.values():
+                t.cancel()
+            await asyncio.gather(*run.pending.values(), return_exceptions=True)
         self.stats.trees += 1
         self.stats.nodes += len(tree.nodes)
         self.stats.infra_errors += sum(1 for n in tree.nodes.values() if n.status is NodeStatus.INFRA_ERROR)
@@ -492,55 +513,72 @@ class RolloutDriver:
             self._bar.set_postfix(calls=self.stats.calls, infra=self.stats.infra_errors, refresh=False)
         return tree
 
-    async def _round(self, engine: Any, key: int, env_id: str, seed: int, group: int, seqs: dict) -> None:
+    def _issue(self, run: _TreeRun, nid: str) -> None:
+        """Observe ``nid`` now and send its request (the observation must already be final)."""
+        engine = run.engine
+        engine.observe(nid)  # commits pending feedback/results to the transcript
+        node = engine.tree.nodes[nid]
+        info: NodeInfo = {
+            **run.base, "node": nid, "depth": node.depth, "goal": node.goal, "node_args": node.args,
+            "steps_left": node.steps_left, "turn": node.steps_used,
+        }
+        if node.policy_version is None:
+            node.policy_version = self._version()
+        run.pending[nid] = asyncio.create_task(self._ask(run.key, _plain(node.transcript), info))
+
+    async def _round(self, run: _TreeRun) -> None:
+        """One round: every runnable node acts once; answers are applied in slot order.
+
+        A node whose next observation is already final (it has no open children, and the tree
+        has no shared step budget whose count appears in observations) sends its next request
+        as soon as its action is applied, without waiting for the round to end: this removes
+        the round barrier for requests, never changes what any node observes, and the
+        application order stays (round, slot).
+        """
+        engine, pending = run.engine, run.pending
         tree = engine.tree
         ids = engine.runnable()  # spawn (slot) order
         if not ids:
             raise RuntimeError("the tree is not done but no node can act (engine bug)")
-        tasks: dict[str, asyncio.Task] = {}
         for nid in ids:
-            engine.observe(nid)  # commits pending feedback/results to the transcript
+            if nid not in pending:
+                self._issue(run, nid)
+        early = engine.tree_budget_left is None
+        for nid in ids:
+            if engine.done:
+                return
             node = tree.nodes[nid]
-            info: NodeInfo = {
-                "env_id": env_id, "seed": seed, "tree_id": tree.tree_id, "group": group, "node": nid,
-                "depth": node.depth, "goal": node.goal, "node_args": node.args, "steps_left": node.steps_left,
-                "turn": node.steps_used,
-            }
-            if node.policy_version is None:
-                node.policy_version = self._version()
-            tasks[nid] = asyncio.create_task(self._ask(key, _plain(node.transcript), info))
-        try:
-            for nid in ids:
-                task = tasks[nid]
-                node = tree.nodes[nid]
-                if engine.done or node.status is not RUNNING:
-                    continue  # ended earlier in this round (its request was cancelled)
-                try:
-                    res: Completion | BaseException = await task
-                except PolicyError as exc:
-                    res = exc
-                except Exception as exc:  # a user policy's own error
-                    if self.strict:
-                        raise
-                    res = exc
-                if engine.done or node.status is not RUNNING:
-                    continue
-                if isinstance(res, BaseException):
-                    kind = "" if isinstance(res, PolicyError) else f"policy raised {type(res).__name__}: "
-                    _fail_node(engine, nid, f"{kind}{res}")
-                else:
-                    self._record_prompt(node, res, seqs)
-                    engine.step(nid, res.text)
-                    self._record_completion(node, res, seqs)
-                for other, t in tasks.items():  # cancel requests of nodes this action ended
-                    if not t.done() and (engine.done or tree.nodes[other].status is not RUNNING):
-                        t.cancel()
-                        self.stats.cancelled_requests += 1
-        finally:
-            for t in tasks.values():
-                if not t.done():
-                    t.cancel()
-            await asyncio.gather(*tasks.values(), return_exceptions=True)
+            task = pending.pop(nid, None)
+            if node.status is not RUNNING or task is None:
+                continue  # ended earlier in this round (its request was cancelled)
+            try:
+                res: Completion | BaseException = await task
+            except PolicyError as exc:
+                res = exc
+            except Exception as exc:  # a user policy's own error
+                if self.strict:
+                    raise
+                res = exc
+            if engine.done or node.status is not RUNNING:
+                continue
+            touched = [nid]
+            if isinstance(res, BaseException):
+                kind = "" if isinstance(res, PolicyError) else f"policy raised {type(res).__name__}: "
+                _fail_node(engine, nid, f"{kind}{res}")
+                touched.append(node.parent)
+            else:
+                self._record_prompt(node, res, run.seqs)
+                out = engine.step(nid, res.text)
+                self._record_completion(node, res, run.seqs)
+                touched += out.spawned + [tree.nodes[e].parent for e in out.ended]
+            for other in list(pending):  # cancel requests of nodes this action ended
+                if engine.done or tree.nodes[other].status is not RUNNING:
+                    pending.pop(other).cancel()
+                    self.stats.cancelled_requests += 1
+            if early and not engine.done:
+                for c in dict.fromkeys(touched):
+                    if c is not None and c not in pending and tree.nodes[c].status is RUNNING and _no_open_children(tree, c):
+                        self._issue(run, c)
 
     @staticmethod
     def _record_prompt(node: Any, res: Completion, seqs: dict[str, list[int] | None]) -> None:
