@@ -21,7 +21,8 @@ not subtracted. Resets and tree building are outside the timed blocks.
   every level (11 / 311 / 911 nodes), then the depth-10 node steps 2 000 times;
 * round robin: 200 live sibling sub-agents served one turn each in the fair order;
 * engine alone: ``TreeEngine.step(node, text)`` + ``TreeEngine.observe(node)``, no Gymnasium view;
-* no-op tool: the same loop on a task whose only tool returns ``"pong"`` (engine + view only).
+* no-op tool: the same loop on a task whose tool returns ``"pong"`` (engine + view only), and
+  one returning a prebuilt 8 000-character page (the per-character costs of a long observation).
 
 Baselines (benchmark-only dependency ``textarena``, ``pip install -e ".[bench]"``; without it
 those rows say "not installed"):
@@ -152,14 +153,23 @@ class BenchNoop(Task):
         """Return pong."""
         return "pong"
 
+    @tool
+    def page(self, ctx: Any) -> str:
+        """Return a page of text (8 000 characters, prebuilt: the tool itself costs nothing)."""
+        return PAGE
 
-def noop_scenario() -> Scenario:
+
+#: 8 000 characters of printable ASCII in 80-column lines: a long observation (default max_obs_chars 8192)
+PAGE = "\n".join(("page of text " * 7)[:79] for _ in range(100))
+
+
+def noop_scenario(tool_name: str = "ping") -> Scenario:
     if "BenchNoop-v0" not in rao_envs.task_ids():
         rao_envs.register_task("BenchNoop-v0", BenchNoop, source="benchmarks/engine_overhead.py")
     return Scenario(
         task_id="BenchNoop-v0",
         make_kwargs={},
-        actions=lambda env, info: [_tool("ping")],
+        actions=lambda env, info: [_tool(tool_name)],
         delegate=lambda env, info: _tool("delegate", goal="Call ping."),
         finish=_tool("finish", result="done"),
     )
@@ -596,11 +606,13 @@ def main(argv: list[str] | None = None) -> int:
     eng = bench_engine(sc, s)
     noop, _, _ = bench_depth0(noop_scenario(), s, wrapped=False,
                               label="ours: RaoEnv.step, no-op tool (engine+view cost only)")
+    page, _, _ = bench_depth0(noop_scenario("page"), s, wrapped=False,
+                              label=f"ours: RaoEnv.step, no-op tool, {len(PAGE):,}-char observations")
     ta = bench_textarena(s)
     cp = [bench_cartpole(s, wrapped=True), bench_cartpole(s, wrapped=False)]
 
     ours = d0.us
-    print(_table([d0, d0w, *deep, sib, eng, noop, *ta.rows, *cp], ours))
+    print(_table([d0, d0w, *deep, sib, eng, noop, page, *ta.rows, *cp], ours))
     print("vs ours = this loop's µs/step / ours (first row): above 1 is slower than ours, below 1 faster.")
 
     print(f"\nours, per-step cost along one {s.depth0_steps}-step depth-0 episode (µs/step per {s.window}-step window):")
@@ -649,7 +661,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             verdict = f"NOT MET (best {max([ta_default, *turns.values()]) / ours:.1f}x)"
         print(f"target >= {TARGET_RATIO:.0f}x TextArena observe+step: {verdict}")
-    busy = max(r.us / r.cpu for r in (d0, d0w, *deep, sib, eng, noop) if r.cpu)
+    busy = max(r.us / r.cpu for r in (d0, d0w, *deep, sib, eng, noop, page) if r.cpu)
     if busy > 1.25:
         print(f"note: wall clock was up to {busy:.1f}x the CPU time: the machine was busy, rerun for clean numbers")
     for label, ws in (("RaoEnv", d0_warns), ("gymnasium.make", wrap_warns)):
