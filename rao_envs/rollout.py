@@ -127,7 +127,7 @@ class OpenAIPolicy:
     """An OpenAI-compatible chat-completions endpoint as a policy (needs ``httpx``).
 
     ``OpenAIPolicy("http://127.0.0.1:8000/v1", "Qwen/Qwen3-0.6B", temperature=1.0)``. Sends
-    ``logprobs: true`` (disable with ``logprobs=False``), a per-request ``seed`` derived from
+    ``logprobs: true, top_logprobs: 0`` (disable with ``logprobs=False``), a per-request ``seed`` derived from
     the tree seed and node when ``seed`` is given, ``extra_body`` verbatim (e.g.
     ``{"return_token_ids": True}`` for vLLM), and ``X-Rao-Tree``/``X-Rao-Node`` headers
     (ignored by servers; handy for routing and logs). Token ids come from the response
@@ -197,6 +197,7 @@ class OpenAIPolicy:
         body: dict[str, Any] = {"model": self.model, "messages": messages, **self.params}
         if self.logprobs:
             body["logprobs"] = True
+            body["top_logprobs"] = 0  # llama.cpp's Python server returns no logprobs without it
         if self.seed is not None and info is not None:
             key = f"{self.seed}:{info.get('seed')}:{info.get('tree_id')}:{info.get('node')}:{info.get('turn')}"
             body["seed"] = _stable_hash(key) % (2**31)
