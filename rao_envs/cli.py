@@ -333,6 +333,7 @@ class Rollout:
     load: list[str] = field(default_factory=list)
 
     def run(self) -> int:
+        """Run the batch, save the JSONL, print a one-line summary."""
         import asyncio
         import os
 
@@ -383,6 +384,7 @@ class View:
     """λ of the local reward (default: each tree's own)."""
 
     def run(self) -> int:
+        """Load the trees, assign credit over them, write the page."""
         from rao_envs.credit import assign_credit
         from rao_envs.rollout import load_trees
         from rao_envs.types import EpisodeTree
