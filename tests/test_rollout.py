@@ -177,7 +177,7 @@ def test_random_latency_in_process_gives_the_reference_trees(env, kw, seeds):
 
     trees = asyncio.run(rollout(env, policy, seeds, concurrency=16, env_kwargs=kw))
     assert_same_as_reference(trees, env, kw)
-    assert any(len(t.nodes) > 10 for t in trees) or env == "Toy-v0"
+    assert any(len(t.nodes) > 3 for t in trees)  # real trees, with parallel children
 
 
 def test_fair_limiter_round_robin_across_trees():
