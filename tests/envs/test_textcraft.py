@@ -87,9 +87,13 @@ def test_world_shape_and_recipe_depth_equals_tier():
         assert w.depth[item] == t, item
         tiers = [w.tier[i] for i, _ in recipe.ingredients]
         assert max(tiers) == t - 1 and min(tiers) >= 0, item
-        assert len(recipe.ingredients) <= (2 if t <= 7 else 3 if t <= 11 else 5) + (1 if t >= 4 and item[0] != "x" else 0)
-        if item[0] != "x":  # same-domain ingredients (plus at most one cross-domain one)
+        n = len(recipe.ingredients)
+        if item in CROSS_ITEMS:  # one ingredient from each of its domains
+            assert n == len(CROSS_ITEMS[item][1]) and {w.domain[i] for i, _ in recipe.ingredients} == set(CROSS_ITEMS[item][1])
+        else:  # same-domain ingredients, at most one from another domain (tier >= 4)
+            assert (1 <= n <= 2) if t == 1 else (n == 2) if t <= 7 else (2 <= n <= 3) if t <= 11 else (3 <= n <= 4)
             assert sum(w.domain[i] != w.domain[item] for i, _ in recipe.ingredients) <= (1 if t >= 4 else 0)
+            assert all(w.tier[i] >= t - 2 for i, _ in recipe.ingredients if w.domain[i] == w.domain[item])
         assert recipe.result_count in {1: (2, 3, 4), 2: (2, 3)}.get(t, (1, 2) if t <= 5 else (1,))
         assert all(q in ((1, 2) if t <= 4 else (1,)) for _, q in recipe.ingredients)
     assert max(w.depth.values()) == 12
