@@ -25,7 +25,9 @@ timeouts, 408/409/425/429/5xx, malformed bodies) with exponential backoff and ji
 request that still fails marks its node ``infra_error`` (masked out of training, the parent
 is told) and the batch goes on. **Tokens.** Token ids and logprobs are recorded on the
 transcript when the endpoint returns them (see :mod:`rao_envs.rows`), so rows never
-re-tokenise sampled text.
+re-tokenise sampled text. **Policy version.** ``policy_version`` (an int, or a callable read
+at request time) is stored on each node when its first request is sent: the oldest policy
+that acted for the node, which is what off-policy filters need.
 """
 
 from __future__ import annotations
