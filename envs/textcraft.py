@@ -16,6 +16,11 @@ A node succeeds when, at its ``finish``, each of its targets grew by at least th
 since the node was spawned (its ``spawn_snapshot``). Tools: ``get_info``, ``view_inventory``
 and ``craft``. Two oracles: the delegating one (default) solves every instance when the depth
 limit leaves room; the flat one (``delegate=False``) runs out of steps on deep instances.
+
+Measured (``benchmarks/textcraft_depth.py``, 50 seeds per difficulty, 25 steps per node):
+the delegating oracle needs ``max_depth`` 0 (easy), 1 (medium), 4 (hard) and 7 (extreme) to
+solve every seed (extreme: 58% at the default 6); the flat oracle solves 100% of easy, 88% of
+medium and none of hard or extreme. Extreme trees have 170 nodes on average, at most 494.
 """
 
 from __future__ import annotations
@@ -481,7 +486,7 @@ class TextCraftSynth(Task):
 
     @tool
     def view_inventory(self, ctx: NodeContext) -> str:
-        """Every item you (and your sub-agents) hold, with its count (JSON)."""
+        """The shared inventory of this task (you and every sub-agent): each item and its count (JSON)."""
         return json.dumps({k: v for k, v in sorted(ctx.state.items()) if v > 0})
 
     @tool

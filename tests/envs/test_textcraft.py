@@ -290,7 +290,8 @@ def test_delegation_refusals_are_feedback():
 # ---------------------------------------------------------------------------------- oracles
 @pytest.mark.parametrize(
     "difficulty,max_depth,seeds",
-    [("easy", 6, range(5)), ("medium", 6, range(8)), ("hard", 6, range(8)), ("extreme", 7, range(3))],
+    [("easy", 6, range(5)), ("medium", 6, range(8)), ("hard", 6, range(8)),
+     ("extreme", TextCraftSynth.recommended_max_depth["extreme"], range(3))],
 )
 def test_delegating_oracle_solves_every_node(difficulty, max_depth, seeds):
     for split in ("train", "val"):
@@ -346,3 +347,14 @@ def test_prompts_are_ascii_and_list_tools():
     for name in ("get_info", "view_inventory", "craft", "targets: dict[str, int]", "parallel"):
         assert name in system
     assert obs["text"].startswith("# Task\nCraft the following items: ")
+
+
+def test_depth_benchmark_runs():
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[2] / "benchmarks" / "textcraft_depth.py"
+    proc = subprocess.run([sys.executable, str(script), "--quick"], capture_output=True, text=True, timeout=240)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "Root success rate" in proc.stdout and "extreme: smallest max_depth solving every seed: 7" in proc.stdout
