@@ -18,7 +18,13 @@ or ``gymnasium.make("rao_envs/TextCraftDiscrete-v0", difficulty="medium")`` once
 An inadmissible action is an agent mistake, as in the text views: it costs the node one step,
 does nothing else, and sets ``info["invalid_action"]``. Rewards (``reward_mode``): ``"root"``
 (default) gives the root's score when the episode ends; ``"node"`` gives the local reward R of
-every node that ended this step, like :class:`~rao_envs.views.gym.RaoEnv`.
+every node that ended this step, like :class:`~rao_envs.views.gym.RaoEnv` (in one stream of
+steps a parent's return then counts every child's reward, which pays for spawning more
+children); ``"own"`` gives the acting node its own local reward R when it ends, minus
+``delegate_cost`` for each of its delegating turns (plus ``progress_reward`` per useful craft, if set).
+Whatever the mode, ``info["acted"]``, ``info["node_done"]`` and ``info["node_reward"]`` carry
+that per-node signal, so a trainer can run RAO-style credit: one trajectory per node, each
+with its own reward (``examples/cleanrl_ppo_delegation.py`` does GAE per node).
 
 TextCraft-v0 (:class:`TextCraftAdapter`) actions, for a node with targets ``T``:
 ``finish``, ``get_info`` (of T), ``view_inventory``, ``craft_k`` (k-th item of the node's
@@ -43,7 +49,7 @@ from rao_envs.registration import make_engine
 from rao_envs.tree import TreeEngine
 from rao_envs.types import Action, EpisodeTree, NodeStatus
 
-REWARD_MODES = ("root", "node")
+REWARD_MODES = ("root", "node", "own")
 
 
 class DiscreteAdapter:
@@ -78,6 +84,14 @@ class DiscreteAdapter:
     def after_step(self, node_id: str, action: int, ended: list[str]) -> None:
         """Called after the engine applied ``action`` of ``node_id``; ``ended`` lists nodes that ended."""
 
+    def progress(self, node_id: str) -> float:
+        """Task progress made by the last step of ``node_id`` (for the optional ``progress_reward``)."""
+        return 0.0
+
+    def delegated(self, node_id: str) -> bool:
+        """True when the last step of ``node_id`` opened children (for the optional ``delegate_cost``)."""
+        return False
+
 
 #: task name -> adapter class (see :func:`register_adapter`)
 ADAPTERS: dict[str, type[DiscreteAdapter]] = {}
@@ -110,6 +124,8 @@ class DiscreteRaoEnv(gym.Env):
         delegate: bool = True,
         reward_mode: str = "root",
         render_mode: str | None = None,
+        progress_reward: float = 0.0,
+        delegate_cost: float = 0.0,
         **kwargs: Any,
     ) -> None:
         if render_mode is not None and render_mode not in self.metadata["render_modes"]:
@@ -117,6 +133,7 @@ class DiscreteRaoEnv(gym.Env):
         if reward_mode not in REWARD_MODES:
             raise ConfigError(f"reward_mode must be one of {REWARD_MODES}, got {reward_mode!r}")
         self.task_id, self.render_mode, self.reward_mode, self.delegate = task_id, render_mode, reward_mode, delegate
+        self.progress_reward, self.delegate_cost = float(progress_reward), float(delegate_cost)
         self.engine = make_engine(task_id, **kwargs)
         adapter_cls = ADAPTERS.get(self.engine.task.name)
         if adapter_cls is None:
@@ -177,7 +194,18 @@ class DiscreteRaoEnv(gym.Env):
         self.adapter.after_step(node, -1 if invalid else a, out.ended)
         self.engine.rotate()
         tree = self.engine.tree
-        if self.reward_mode == "node":
+        acted = tree.nodes[node]
+        node_done = node in out.ended
+        node_reward = 0.0  # the acting node's own RAO local reward, when it ended this step
+        if not invalid and self.delegate_cost and self.adapter.delegated(node):
+            node_reward -= self.delegate_cost  # every delegating turn costs, however many children it opens
+        if node_done:
+            node_reward += acted.reward or 0.0
+        if self.progress_reward and not invalid:
+            node_reward += self.progress_reward * self.adapter.progress(node)
+        if self.reward_mode == "own":
+            reward = node_reward
+        elif self.reward_mode == "node":
             reward = sum(tree.nodes[i].reward or 0.0 for i in out.ended)
         else:
             reward = float(tree.root.score or 0.0) if self.engine.done else 0.0
@@ -189,6 +217,7 @@ class DiscreteRaoEnv(gym.Env):
             nxt = self.engine.active()
         self._node = nxt
         info = self._info(nxt, out.ended, invalid)
+        info.update(acted=node, node_done=node_done, node_reward=float(node_reward))
         if self.engine.done:
             stats = tree.stats()
             info.update(root_score=float(tree.root.score or 0.0), nodes=stats["nodes"], tree_depth=stats["max_depth"])
@@ -202,6 +231,9 @@ class DiscreteRaoEnv(gym.Env):
             "depth": node.depth,
             "ended": list(ended),
             "invalid_action": invalid,
+            "acted": "",
+            "node_done": False,
+            "node_reward": 0.0,
         }
 
     def render(self) -> str | None:
@@ -222,6 +254,12 @@ class DiscreteRaoEnv(gym.Env):
 class TextCraftAdapter(DiscreteAdapter):
     """TextCraft-v0 as discrete actions over each node's own crafting plan (module docstring).
 
+    Depth enters the observation only relative to the depth limit (``at_depth_limit``,
+    ``child_at_depth_limit``, ``can_delegate``), never as an absolute level or a root flag,
+    so a policy trained on shallow medium trees meets familiar inputs deep inside hard ones.
+    Sizes are relative to the step budget (``plan_per_step``, ``plan_fits``, a delegate
+    slot's ``job`` and ``fits``) and clipped, for the same reason.
+
     Every node keeps a ledger of the items it made itself or received from its children
     (``made``); its *remaining plan* is the flat crafting plan of its targets net of that
     ledger. A craft is admissible when the ingredients are in the inventory and every
@@ -233,7 +271,7 @@ class TextCraftAdapter(DiscreteAdapter):
     N_CRAFT: ClassVar[int] = 8
     N_DELEGATE: ClassVar[int] = 6
     NODE_FEATURES: ClassVar[tuple[str, ...]] = (
-        "bias", "is_root", "depth_frac", "can_delegate", "child_can_delegate", "steps_left_frac",
+        "bias", "at_depth_limit", "child_at_depth_limit", "can_delegate", "child_can_delegate", "steps_left_frac",
         "plan_len", "plan_per_step", "plan_fits", "targets_done", "children", "children_ok_frac",
         "last_child_failed", "last_action_error", "target_depth", "candidates", "candidates_fit", "max_candidate_job",
     )
@@ -268,15 +306,19 @@ class TextCraftAdapter(DiscreteAdapter):
         self._cache: tuple[str, int, int] | None = None
         self._view: dict[str, Any] = {}
         self._pending: tuple[str, str, int, int] | None = None
+        self._progress, self._delegated = 0.0, False
 
     def after_step(self, node_id: str, action: int, ended: list[str]) -> None:
         """Update the acting node's ledger after a craft; hand ended children's ledgers up."""
         flags = self.flags.setdefault(node_id, {"error": 0, "child_failed": 0})
         flags["error"] = int(action < 0)
+        self._progress = 0.0
+        self._delegated = self.delegate and action >= self.i_delegate
         pending, self._pending = self._pending, None
         if pending is not None and pending[0] == node_id:
             _, item, total, before = pending
             if self.engine.context(node_id).state.get(item, 0) == before + total:  # the craft went through
+                self._progress = 1.0
                 recipe = self.world.recipes[item]
                 made = self.made.setdefault(node_id, {})
                 made[item] = made.get(item, 0) + total
@@ -296,6 +338,14 @@ class TextCraftAdapter(DiscreteAdapter):
             pf = self.flags.setdefault(parent, {"error": 0, "child_failed": 0})
             pf["child_failed"] = int(nodes[nid].score != 1.0)
         self._cache = None
+
+    def progress(self, node_id: str) -> float:
+        """1.0 when the node's last step was a craft of its plan (it always is useful), else 0."""
+        return self._progress
+
+    def delegated(self, node_id: str) -> bool:
+        """True when the node's last step was a delegate action."""
+        return self._delegated
 
     # -- planning ------------------------------------------------------------------------------
     def _closure_uncached(self, items: tuple[str, ...]) -> tuple[str, ...]:
@@ -393,8 +443,8 @@ class TextCraftAdapter(DiscreteAdapter):
         x = np.zeros(len(self.feature_names), dtype=np.float32)
         x[:18] = (
             1.0,
-            float(node.parent is None),
-            node.depth / max(1, lim.max_depth),
+            float(node.depth >= lim.max_depth),
+            float(node.depth + 1 >= lim.max_depth),
             float(v["can_delegate"]),
             float(self.delegate and node.depth + 1 < lim.max_depth),
             steps_left / max(1, node.budget),
