@@ -184,7 +184,8 @@ class ToyOracle:
                 return "\n".join(calls)
         values = [a, b]
         for k, cid in mem["children"]:
-            values[k] = mem["results"][cid]
+            # a refused delegation (depth, budget) never reports: compute that operand directly
+            values[k] = mem["results"].get(cid, evaluate((a, b)[k]))
         mem["="] = True
         return _call("calc", a=values[0], op=op, b=values[1])
 

@@ -401,13 +401,8 @@ def _no_open_children(tree: EpisodeTree, nid: str) -> bool:
 
 
 def _fail_node(engine: Any, node_id: str, error: str) -> None:
-    """Mark a running node ``infra_error`` (the engine's own ending path: parent told, children cancelled).
-
-    The engine has no public hook for driver-side failures yet, so this calls its ``_end``.
-    """
-    node = engine.tree.nodes[node_id]
-    if not node.status.ended:
-        engine._end(node, NodeStatus.INFRA_ERROR, error=error[:2000])
+    """Mark a node ``infra_error`` (parent told, children cancelled, episode goes on)."""
+    engine.fail(node_id, error)
 
 
 @dataclass

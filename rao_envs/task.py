@@ -81,7 +81,9 @@ class ToolSpec:
         parts = []
         for p in params:
             ann = hints.get(p.name, Any)
-            t = getattr(ann, "__name__", None) or str(ann).replace("typing.", "")
+            # list[str] must read "list[str]", not "list": show parametrised types in full
+            t = str(ann) if typing.get_origin(ann) else getattr(ann, "__name__", None) or str(ann)
+            t = t.replace("typing.", "")
             parts.append(f"{p.name}: {t}" + ("" if p.default is inspect.Parameter.empty else f" = {p.default!r}"))
         self.signature = f"{name}({', '.join(parts)})"
 

@@ -226,6 +226,18 @@ class TreeEngine:
                 self._end(node, NodeStatus.TRUNCATED)
         return out
 
+    def fail(self, node_id: str, error: str) -> StepOutcome:
+        """Mark a node ``infra_error`` from outside a tool (e.g. the LLM endpoint failed).
+
+        The node's open children are cancelled, its parent is told, it is masked out of
+        training, and the episode goes on. Does nothing for a node that already ended.
+        """
+        node = self._node(node_id)
+        self._outcome = out = StepOutcome(node=node_id)
+        if not node.status.ended:
+            self._end(node, NodeStatus.INFRA_ERROR, error=str(error)[:2000])
+        return out
+
     def _dispatch(self, node: Node, calls: list[Call]) -> str | None:
         names = [c.name for c in calls]
         if len(calls) > 1 and any(n != "delegate" for n in names):

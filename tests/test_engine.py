@@ -286,3 +286,24 @@ def test_same_seed_same_actions_same_tree():
         return eng.tree.to_json()
 
     assert run() == run()
+
+
+def test_fail_from_outside_marks_infra_error_and_tells_parent(engine):
+    engine.step("0", call("delegate", word="a") + call("delegate", word="b"))
+    engine.step("0.0", call("delegate", word="c", wait=False))
+    out = engine.fail("0.0", "endpoint returned 500 five times")
+    assert out.ended == ["0.0.0", "0.0"]
+    assert engine.tree.nodes["0.0"].status is NodeStatus.INFRA_ERROR
+    assert engine.tree.nodes["0.0.0"].status is NodeStatus.CANCELLED
+    assert engine.fail("0.0", "again").ended == []  # already ended: no-op
+    engine.step("0.1", call("finish", result="b"))
+    assert "0.0] failed because of an infrastructure error" in engine.observe("0")
+    finish_all(engine)
+    check_tree_invariants(engine.tree)
+
+
+def test_toy_oracle_survives_refused_delegation():
+    from rao_envs.testing import check_oracle
+
+    trees = check_oracle("Toy-v0", seeds=range(3), difficulty="hard", max_depth=0)
+    assert all(len(t.nodes) == 1 and t.root.score == 1.0 for t in trees)

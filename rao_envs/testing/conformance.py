@@ -203,35 +203,41 @@ def check_determinism(env_id: str, seeds: range | list[int] = range(2), **kwargs
     del o2
 
 
-def check_state_scope(env_id: str, seeds: range | list[int] = range(3), **kwargs: Any) -> str:
-    """The declared state scope holds when a child is spawned (uses the oracle to delegate)."""
-    env = _env(env_id, **kwargs)
-    engine = env.engine
-    scope = env.task.state_scope
-    for seed in seeds:
-        policy = _oracle(env)
-        if policy is None:
-            return "not exercised (no oracle)"
-        obs, info = env.reset(seed=seed)
-        while True:
-            node = info["node"]
-            before = len(engine.tree.nodes)
-            obs, _r, term, trunc, info = env.step(policy(obs, info))
-            spawned = list(engine.tree.nodes)[before:]
-            for cid in spawned:
-                child = engine.context(cid)
-                parent = engine.context(engine.tree.nodes[cid].parent)
-                if scope is StateScope.SHARED and child.state is not parent.state:
-                    _fail(f"{env_id}: state_scope=shared but child {cid} got its own state object")
-                if scope is StateScope.FORK and (child.state is parent.state or child.state != parent.state):
-                    _fail(f"{env_id}: state_scope=fork but child {cid} is not an equal copy of its parent's state")
-                if scope is StateScope.ISOLATED and child.state is parent.state and child.state is not None:
-                    _fail(f"{env_id}: state_scope=isolated but child {cid} shares its parent's state")
-            if spawned:
-                return f"{scope.value}: checked"
-            if term or trunc:
-                break
-            del node
+def check_state_scope(env_id: str, seeds: range | list[int] = range(10), **kwargs: Any) -> str:
+    """The declared state scope holds when a child is spawned (uses the oracle to delegate).
+
+    Tries ``seeds`` at the given settings, then at each harder difficulty, until the oracle
+    delegates at least once.
+    """
+    cls = task_spec(env_id).load()
+    settings = [kwargs]
+    if "difficulty" not in kwargs:
+        settings += [{**kwargs, "difficulty": d} for d in reversed(cls.difficulties)]
+    for setting in settings:
+        env = _env(env_id, **setting)
+        engine, scope = env.engine, env.task.state_scope
+        for seed in seeds:
+            policy = _oracle(env)
+            if policy is None:
+                return "not exercised (no oracle)"
+            obs, info = env.reset(seed=seed)
+            while True:
+                before = len(engine.tree.nodes)
+                obs, _r, term, trunc, info = env.step(policy(obs, info))
+                spawned = list(engine.tree.nodes)[before:]
+                for cid in spawned:
+                    child = engine.context(cid)
+                    parent = engine.context(engine.tree.nodes[cid].parent)
+                    if scope is StateScope.SHARED and child.state is not parent.state:
+                        _fail(f"{env_id}: state_scope=shared but child {cid} got its own state object")
+                    if scope is StateScope.FORK and (child.state is parent.state or child.state != parent.state):
+                        _fail(f"{env_id}: state_scope=fork but child {cid} is not an equal copy of its parent's state")
+                    if scope is StateScope.ISOLATED and child.state is parent.state and child.state is not None:
+                        _fail(f"{env_id}: state_scope=isolated but child {cid} shares its parent's state")
+                if spawned:
+                    return f"{scope.value}: checked"
+                if term or trunc:
+                    break
     return "not exercised (the oracle never delegated)"
 
 
