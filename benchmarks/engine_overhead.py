@@ -647,13 +647,14 @@ def main(argv: list[str] | None = None) -> int:
             e = max(ta.reuse)
             parts.append(f"{ta.reuse[e] / ours:,.1f}x in episode {e} of a reused env")
         print("ours vs TextArena observe+step: " + "; ".join(parts) + "  (TextArena µs / ours; >1: ours faster)")
-        if len(ta.growth) >= 2:  # linear fit through the two latest windows, at their mid-points
-            (t1, (o1, _)), (t2, (o2, _)) = sorted(ta.growth.items())[-2:]
+        if len(ta.growth) >= 2:  # line through the two earliest windows (mid-points): the crossings are early
+            (t1, (o1, _)), (t2, (o2, _)) = sorted(ta.growth.items())[:2]
             slope = (o2 - o1) / (t2 - t1)  # µs per turn of history
             base = o1 - slope * (t1 + s.window / 2)
             if slope > 0:
                 cross, tenfold = (ours - base) / slope, (TARGET_RATIO * ours - base) / slope
-                print(f"TextArena observe+step ~ {base:.1f} µs + {slope * 1e3:.0f} ns x turn (fit): it costs more than "
+                print(f"TextArena observe+step ~ {base:.1f} µs + {slope * 1e3:.0f} ns x turn (line through turns {t1} and "
+                      f"{t2}; it grows faster later): it costs more than "
                       f"ours from turn ~{max(cross, 0):,.0f} and {TARGET_RATIO:.0f}x ours from turn ~{max(tenfold, 0):,.0f}")
     loops = (d0, d0w, *deep, sib)
     worst = max(r.us for r in loops)
