@@ -61,14 +61,14 @@ class Args:
     """max_depth for extreme (default: the task's recommendation for its delegating oracle)"""
     max_steps_per_node: int = 25
     """steps each node may take (the paper's limit)"""
-    credit: str = "node"
+    credit: str = "stream"
     """`node` (RAO): one trajectory per tree node, each with its own local reward, GAE per node;
     `stream`: classic PPO over the env's single stream of steps with the env reward (`reward_mode`)"""
-    reward_mode: str = "root"
-    """env reward for `--credit stream`: `root` (root score at the end) or `node` (every node's reward)"""
-    lam: float = 0.5
+    reward_mode: str = "node"
+    """env reward for `--credit stream`: `node` (every node's local reward when it ends) or `root` (root score only)"""
+    lam: float = 0.0
     """RAO local reward R = s + lam * mean(children's s): a parent is paid for sub-agents that succeed"""
-    delegate_cost: float = 0.1
+    delegate_cost: float = 0.0
     """subtracted from a node's own reward per child it spawned (delegation is not free)"""
     progress_reward: float = 0.0
     """optional shaping: reward for each craft a node makes from its own plan (0 = off)"""
@@ -84,7 +84,7 @@ class Args:
     """the number of steps to run in each environment per policy rollout"""
     anneal_lr: bool = True
     """Toggle learning rate annealing for policy and value networks"""
-    gamma: float = 1.0
+    gamma: float = 0.995
     """the discount factor gamma"""
     gae_lambda: float = 0.95
     """the lambda for the general advantage estimation"""
@@ -114,7 +114,7 @@ class Args:
     """evaluate every this many iterations (0: only after training)"""
     eval_difficulties: tuple[str, ...] = DIFFICULTIES
     """difficulties evaluated (val split)"""
-    eval_extreme_every: int = 1
+    eval_extreme_every: int = 1000
     """evaluate extreme only at every this-many-th evaluation (its trees are ~4k steps) and at the end"""
     results_json: str | None = None
     """write the evaluation curve and final table here"""

@@ -1,0 +1,93 @@
+"""Discrete view (issue 6): spaces, masks, real delegation in the engine, check_env, scripted rule."""
+
+from __future__ import annotations
+
+import warnings
+
+import gymnasium as gym
+import numpy as np
+import pytest
+from gymnasium.utils.env_checker import check_env
+
+from rao_envs.errors import ConfigError, ResetNeededError
+from rao_envs.views.discrete import DiscreteRaoEnv, rule_policy
+
+
+def run(env, policy, seed):
+    obs, info = env.reset(seed=seed)
+    steps = 0
+    while True:
+        obs, r, term, trunc, info = env.step(policy(obs, info))
+        steps += 1
+        assert env.observation_space.contains(obs)
+        if term or trunc:
+            return info, steps
+
+
+@pytest.mark.parametrize("delegate", [True, False])
+def test_check_env_no_warnings(delegate):
+    env = gym.make("rao_envs/TextCraftDiscrete-v0", difficulty="medium", delegate=delegate)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        check_env(env.unwrapped, skip_render_check=True)
+
+
+def test_flat_variant_has_no_delegate_actions():
+    flat = DiscreteRaoEnv("TextCraft-v0", delegate=False)
+    deleg = DiscreteRaoEnv("TextCraft-v0")
+    assert not any(n.startswith("delegate") for n in flat.action_names)
+    assert "delegate_all" in deleg.action_names and deleg.action_space.n > flat.action_space.n
+    assert flat.observation_space == deleg.observation_space
+
+
+def test_mask_and_delegation_open_real_children():
+    env = DiscreteRaoEnv("TextCraft-v0", difficulty="hard", split="val")
+    obs, info = env.reset(seed=3)
+    mask = info["action_mask"]
+    assert mask.dtype == np.int8 and mask.shape == (env.action_space.n,)
+    assert env.action_masks().dtype == bool
+    i_all = env.action_names.index("delegate_all")
+    assert mask[i_all] == 1  # a hard root can delegate
+    obs, r, term, trunc, info = env.step(i_all)
+    tree = env.tree
+    assert len(tree.root.children) >= 1 and info["node"] == tree.root.children[0]
+    assert info["depth"] == 1 and tree.nodes[info["node"]].parent == "0"
+
+
+def test_inadmissible_action_costs_a_step():
+    env = DiscreteRaoEnv("TextCraft-v0", difficulty="easy")
+    obs, info = env.reset(seed=0)
+    bad = int(np.flatnonzero(info["action_mask"] == 0)[0])
+    obs, r, term, trunc, info = env.step(bad)
+    assert info["invalid_action"] and env.tree.root.steps_used == 1
+    assert env.tree.root.transcript[-1]["content"].startswith("Error") or not term
+
+
+def test_rule_policy_solves_hard_and_flat_cannot():
+    deleg = DiscreteRaoEnv("TextCraft-v0", difficulty="hard", split="val", max_depth=6)
+    flat = DiscreteRaoEnv("TextCraft-v0", difficulty="hard", split="val", delegate=False)
+    for seed in range(3):
+        info, _ = run(deleg, rule_policy(deleg), seed)
+        assert info["root_score"] == 1.0 and info["nodes"] > 1
+        info, steps = run(flat, rule_policy(flat), seed)
+        assert info["root_score"] == 0.0 and steps <= 25
+
+
+def test_same_seed_same_actions_same_tree():
+    env = DiscreteRaoEnv("TextCraft-v0", difficulty="medium")
+    a, _ = run(env, rule_policy(env), 7)
+    t1 = env.tree.to_json()
+    run(env, rule_policy(env), 7)
+    assert env.tree.to_json() == t1
+
+
+def test_reward_modes_and_errors():
+    with pytest.raises(ConfigError):
+        DiscreteRaoEnv("TextCraft-v0", reward_mode="bogus")
+    with pytest.raises(ConfigError):
+        DiscreteRaoEnv("Toy-v0")  # no adapter for Toy
+    env = DiscreteRaoEnv("TextCraft-v0", difficulty="easy", reward_mode="own", lam=0.5)
+    with pytest.raises(ResetNeededError):
+        env.step(0)
+    info, _ = run(env, rule_policy(env), 1)
+    assert info["node_done"] and info["acted"] == "0" and info["node_reward"] == 1.0

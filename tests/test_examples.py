@@ -1,0 +1,55 @@
+"""Every script in examples/ runs in a subprocess with a tiny budget (CleanRL's habit); plus the benchmark's quick mode."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+EXAMPLES = sorted((ROOT / "examples").glob("*.py"))
+TINY = {
+    "cleanrl_ppo_delegation.py": ["--total-timesteps", "512", "--num-envs", "2", "--num-steps", "128", "--eval-episodes", "2"],
+    "cleanrl_grpo_llm.py": ["--tiny", "--iterations", "2", "--sft-steps", "20", "--group-size", "2", "--max-new-tokens", "24"],
+}
+
+pytest.importorskip("torch")
+
+
+def _run(args, tmp_path, timeout=300):
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    return subprocess.run([sys.executable, *args], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def test_every_example_has_a_smoke_budget():
+    assert {p.name for p in EXAMPLES} <= set(TINY), "add a tiny budget for the new example to TINY"
+
+
+@pytest.mark.parametrize("script", EXAMPLES, ids=lambda p: p.name)
+def test_example_runs(script, tmp_path):
+    extra = ["--log-dir", str(tmp_path / "runs")]
+    proc = _run([str(script), *TINY[script.name], *extra], tmp_path)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    last = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert last
+    assert any((tmp_path / "runs").rglob("events.out.tfevents.*")), "TensorBoard event file missing"
+
+
+def test_ppo_flat_variant_runs(tmp_path):
+    script = ROOT / "examples" / "cleanrl_ppo_delegation.py"
+    proc = _run([str(script), *TINY[script.name], "--no-delegate", "--log-dir", str(tmp_path / "runs"),
+                 "--eval-difficulties", "hard", "--results-json", str(tmp_path / "r.json")], tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads((tmp_path / "r.json").read_text())
+    assert result["variant"] == "flat" and result["final"]["hard"] == 0.0
+
+
+def test_delegation_benchmark_quick(tmp_path):
+    proc = _run([str(ROOT / "benchmarks" / "delegation_learning.py"), "--quick", "--out", str(tmp_path / "out")], tmp_path)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    for name in ("learning.png", "table.md", "results.json"):
+        assert (tmp_path / "out" / name).exists()
