@@ -66,7 +66,7 @@ class NodeContext:
 class ToolSpec:
     """A task tool: the bound function, its argument model and its prompt line."""
 
-    __slots__ = ("name", "fn", "model", "doc", "signature")
+    __slots__ = ("name", "fn", "model", "doc", "signature", "_validate")
 
     def __init__(self, name: str, fn: Callable[..., Any]) -> None:
         self.name, self.fn = name, fn
@@ -77,6 +77,7 @@ class ToolSpec:
             ann = hints.get(p.name, Any)
             fields[p.name] = (ann, ... if p.default is inspect.Parameter.empty else p.default)
         self.model = create_model(f"{name}_args", __config__=ConfigDict(extra="forbid"), **fields)
+        self._validate = self.model.__pydantic_validator__.validate_python if fields else None
         self.doc = inspect.cleandoc(fn.__doc__ or "").split("\n\n")[0].replace("\n", " ")
         parts = []
         for p in params:
@@ -89,14 +90,16 @@ class ToolSpec:
 
     def call(self, task: Task, ctx: NodeContext, args: dict[str, Any]) -> Any:
         """Validate ``args`` and run the tool; bad arguments raise :class:`ToolError`."""
+        if self._validate is None and not args:  # a tool without arguments, called without any
+            return self.fn(task, ctx)
         try:
-            parsed = self.model.model_validate(args)
+            parsed = self.model.model_validate(args) if self._validate is None else self._validate(args)
         except ValidationError as exc:
             problems = "; ".join(
                 f"{'.'.join(str(x) for x in e['loc']) or 'args'}: {e['msg']}" for e in exc.errors()[:4]
             )
             raise ToolError(f"bad arguments for {self.signature}: {problems}") from None
-        return self.fn(task, ctx, **{k: getattr(parsed, k) for k in self.model.model_fields})
+        return self.fn(task, ctx, **parsed.__dict__)  # a pydantic model's __dict__ holds exactly its fields
 
 
 def tool(fn: Callable[..., Any]) -> Callable[..., Any]:

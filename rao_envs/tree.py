@@ -89,6 +89,7 @@ class TreeEngine:
             task_kwargs=self.task_kwargs,
             instance=self.instance.model_dump(mode="json"),
             lam=self.lam,
+            clock=0,
         )
         self._ctx: dict[str, NodeContext] = {}
         self._inbox: dict[str, list[tuple[str, str | None]]] = {}
@@ -149,14 +150,17 @@ class TreeEngine:
         Pending feedback and child results are committed to the node's transcript here,
         exactly once. A waiting node gets a note instead (not part of its transcript).
         """
-        node = self._node(node_id)
-        if node.status is RUNNING and self._inbox.get(node_id):
-            self._commit(node)
-        if node.status is WAITING:
+        node = self._tree().nodes.get(node_id)
+        if node is None:
+            node = self._node(node_id)  # raises with the list of nodes
+        status = node.status
+        if status is RUNNING:
+            if self._inbox.get(node_id):
+                self._commit(node)
+            return node.transcript[-1]["content"]
+        if status is WAITING:
             return f"[node {node.id}] waiting for sub-agents: {', '.join(self._open[node.id])}"
-        if node.status.ended:
-            return f"[node {node.id}] {node.status.value}"
-        return node.transcript[-1]["content"]
+        return f"[node {node.id}] {status.value}"
 
     def status_line(self, node: Node) -> str:
         """The budget line that ends every observation."""
@@ -169,14 +173,19 @@ class TreeEngine:
         return line + "]"
 
     def _commit(self, node: Node) -> None:
-        parts = []
-        nodes = self._tree().nodes
-        for text, child in self._inbox.pop(node.id):
-            parts.append(text)
-            if child is not None:
-                nodes[child].delivered += 1
-        parts.append(self.status_line(node))
-        node.transcript.append({"role": "user", "content": self._clip("\n\n".join(parts))})
+        items = self._inbox.pop(node.id)
+        if len(items) == 1 and items[0][1] is None:  # the common case: one tool result
+            text = f"{items[0][0]}\n\n{self.status_line(node)}"
+        else:
+            parts = []
+            nodes = self._tree().nodes
+            for text, child in items:
+                parts.append(text)
+                if child is not None:
+                    nodes[child].delivered += 1
+            parts.append(self.status_line(node))
+            text = "\n\n".join(parts)
+        node.transcript.append({"role": "user", "content": self._clip(text)})
 
     def _clip(self, text: str) -> str:
         limit = self.limits.max_obs_chars
@@ -192,17 +201,17 @@ class TreeEngine:
         Raises :class:`~rao_envs.errors.NodeNotActiveError` if the node cannot act now.
         """
         tree = self._tree()
-        if tree.root.status.ended:
-            raise ResetNeededError("the episode is over; call reset() to start a new one")
         node = tree.nodes.get(node_id)
-        if node is None or node.status is not RUNNING:
+        if node is None or node.status is not RUNNING:  # a running node implies a live root
+            if tree.root.status.ended:
+                raise ResetNeededError("the episode is over; call reset() to start a new one")
             state = "does not exist" if node is None else f"is {node.status.value}"
             raise NodeNotActiveError(
                 f"node {node_id!r} {state}; act on a node from engine.runnable(): {self.runnable()}"
             )
         if self._inbox.get(node_id):
             self._commit(node)
-        self._outcome = out = StepOutcome(node=node_id)
+        self._outcome = out = StepOutcome(node_id, [], [])
         # hot path: plain counters written straight into the models' __dict__ (pydantic's
         # __setattr__ costs ~1 µs each and these fields need no validation)
         clock = tree.__dict__["clock"] = tree.clock + 1
@@ -219,10 +228,15 @@ class TreeEngine:
             feedback: str | None = f"Error: {exc}"
         else:
             feedback = self._dispatch(node, calls)
-        if not node.status.ended:
+        status = node.status
+        if status is RUNNING or status is WAITING:
             if feedback is not None:
-                self._inbox.setdefault(node.id, []).append((feedback, None))
-            if node.status is RUNNING and node.steps_left <= 0:
+                inbox = self._inbox.get(node_id)
+                if inbox is None:
+                    self._inbox[node_id] = [(feedback, None)]
+                else:
+                    inbox.append((feedback, None))
+            if status is RUNNING and nd["steps_used"] >= nd["budget"]:
                 self._end(node, NodeStatus.TRUNCATED)
         return out
 
@@ -381,6 +395,8 @@ class TreeEngine:
             context=context,
             budget=budget,
             spawned_at=None if parent is None else parent.steps_used,
+            steps_used=0,  # passed explicitly so the hot path's direct writes stay in fields_set
+            last_acted=None,
         )
         if parent is None:
             state = self.task.initial_state(self.instance)

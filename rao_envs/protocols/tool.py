@@ -70,6 +70,10 @@ class ToolProtocol:
                 f"your turn is {len(text)} characters long, the limit is {self.max_chars}; "
                 f"write one short tool call: {EXPECTED}"
             )
+        if text.startswith("<tool>{") and text.endswith("}</tool>") and text.find("<", 1) == len(text) - 7:
+            call = _canonical(text[6:-7])  # exactly the documented syntax: skip the general scan
+            if call is not None:
+                return [call]
         if not text.strip():
             raise ParseError(f"your turn was empty; {EXPECTED}")
         blocks = [m.group(2) for m in _TAGGED.finditer(text)] if "<" in text else []
@@ -81,6 +85,20 @@ class ToolProtocol:
         for block in blocks:
             actions.extend(_calls_from(_load_json(block)))
         return actions
+
+
+def _canonical(body: str) -> Call | None:
+    """``{"name": str, "args": {...}}`` and nothing else, else None (the general path decides)."""
+    try:
+        payload = json.loads(body)
+    except (ValueError, RecursionError):
+        return None
+    if type(payload) is not dict or len(payload) != 2:
+        return None
+    name, args = payload.get("name"), payload.get("args")
+    if type(name) is not str or type(args) is not dict or not name or name.strip() != name:
+        return None
+    return Call(name, args)
 
 
 def _load_json(block: str) -> Any:

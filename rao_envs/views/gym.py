@@ -69,22 +69,25 @@ class RaoEnv(gym.Env):
         """Act for the active node; returns the next active node's observation."""
         if self._node is None or self.engine.done:
             raise ResetNeededError("the episode is over (or never started); call env.reset()")
-        out = self.engine.step(self._node, action)
-        self.engine.rotate()
-        tree = self.engine.tree
+        engine = self.engine
+        out = engine.step(self._node, action)
+        engine.rotate()
+        tree = engine.tree
+        ended = out.ended
+        done = bool(ended) and engine.done  # the root can only end on a step where some node ended
         if self.reward_mode == "node":
-            reward = sum(tree.nodes[i].reward or 0.0 for i in out.ended)
+            reward = float(sum(tree.nodes[i].reward or 0.0 for i in ended)) if ended else 0.0
         else:
-            reward = float(tree.root.score or 0.0) if self.engine.done else 0.0
-        if self.engine.done:
+            reward = float(tree.root.score or 0.0) if done else 0.0
+        if done:
             status = tree.root.status
             terminated, truncated = status is NodeStatus.FINISHED, status is not NodeStatus.FINISHED
             node = "0"
         else:
             terminated = truncated = False
-            node = self.engine.active()
+            node = engine.active()
         self._node = node
-        return self._obs(node), float(reward), terminated, truncated, self._info(node, out.ended)
+        return self._obs(node), reward, terminated, truncated, self._info(node, ended)
 
     def _obs(self, node_id: str) -> dict[str, Any]:
         node = self.engine.tree.nodes[node_id]
@@ -107,7 +110,7 @@ class RaoEnv(gym.Env):
             "steps_left": node.steps_left,
             "messages": node.transcript,  # the live chat history of this node (a list: not copied)
             "ended": ended,
-            "rewards": {i: tree.nodes[i].reward for i in ended},
+            "rewards": {i: tree.nodes[i].reward for i in ended} if ended else {},
             "tree": tree,
         }
 
