@@ -66,3 +66,14 @@ def render_tree_text(tree: EpisodeTree, width: int = 120, color: bool = False) -
 def print_tree(tree: EpisodeTree, console: Console | None = None) -> None:
     """Print the tree to the terminal."""
     (console or Console()).print(build_rich_tree(tree))
+
+
+def render_for_mode(tree: EpisodeTree | None, render_mode: str | None) -> str | None:
+    """What a view's ``render()`` returns: text for ``"ansi"``; prints for ``"human"``."""
+    if tree is None:
+        return None
+    if render_mode == "ansi":
+        return render_tree_text(tree)
+    if render_mode == "human":
+        print_tree(tree)
+    return None

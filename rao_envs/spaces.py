@@ -39,3 +39,15 @@ def observation_space(max_obs_chars: int, max_depth: int, max_steps: int, tree_b
             "budget": spaces.Box(low=0.0, high=high, shape=(2,), dtype=np.float32),
         }
     )
+
+
+def text_observation(engine, node_id: str) -> dict:
+    """The ``Dict(text, node, depth, budget)`` observation of one node of a running engine."""
+    node = engine.tree.nodes[node_id]
+    pool = engine.tree_budget_left
+    return {
+        "text": sanitize(engine.observe(node_id)),
+        "node": node_id,
+        "depth": node.depth,
+        "budget": np.array([max(node.steps_left, 0), pool if pool is not None else 0], dtype=np.float32),
+    }

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import copy
 import json
-import re
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Any

@@ -17,11 +17,10 @@ from __future__ import annotations
 from typing import Any
 
 import gymnasium as gym
-import numpy as np
 
 from rao_envs.errors import ConfigError, ResetNeededError
 from rao_envs.registration import make_engine
-from rao_envs.spaces import observation_space, sanitize, text_space
+from rao_envs.spaces import observation_space, text_observation, text_space
 from rao_envs.types import Action, EpisodeTree, NodeStatus
 
 REWARD_MODES = ("node", "root")
@@ -90,14 +89,7 @@ class RaoEnv(gym.Env):
         return self._obs(node), reward, terminated, truncated, self._info(node, ended)
 
     def _obs(self, node_id: str) -> dict[str, Any]:
-        node = self.engine.tree.nodes[node_id]
-        pool = self.engine.tree_budget_left
-        return {
-            "text": sanitize(self.engine.observe(node_id)),
-            "node": node_id,
-            "depth": node.depth,
-            "budget": np.array([node.steps_left, pool if pool is not None else 0], dtype=np.float32),
-        }
+        return text_observation(self.engine, node_id)
 
     def _info(self, node_id: str, ended: list[str]) -> dict[str, Any]:
         tree = self.engine.tree
@@ -116,15 +108,9 @@ class RaoEnv(gym.Env):
 
     def render(self) -> str | None:
         """``"ansi"``: the tree as text; ``"human"``: print it with rich."""
-        if self.engine.tree is None:
-            return None
-        from rao_envs.render import render_tree_text, print_tree
+        from rao_envs.render import render_for_mode
 
-        if self.render_mode == "ansi":
-            return render_tree_text(self.engine.tree)
-        if self.render_mode == "human":
-            print_tree(self.engine.tree)
-        return None
+        return render_for_mode(self.engine.tree, self.render_mode)
 
 
 def _copy_dicts(value: Any) -> Any:

@@ -17,7 +17,7 @@ from pettingzoo import ParallelEnv
 
 from rao_envs.errors import ResetNeededError
 from rao_envs.registration import make_engine
-from rao_envs.spaces import observation_space, sanitize, text_space
+from rao_envs.spaces import observation_space, text_observation, text_space
 from rao_envs.types import NodeStatus
 
 RUNNING = NodeStatus.RUNNING
@@ -95,29 +95,17 @@ class RaoParallelEnv(ParallelEnv):
         return obs, rew, term, trunc, infos
 
     def _obs(self, nid: str) -> dict[str, Any]:
-        node = self.engine.tree.nodes[nid]
-        pool = self.engine.tree_budget_left
-        return {
-            "text": sanitize(self.engine.observe(nid)),
-            "node": nid,
-            "depth": node.depth,
-            "budget": np.array([max(node.steps_left, 0), pool if pool is not None else 0], dtype=np.float32),
-        }
+        return text_observation(self.engine, nid)
 
     def _info(self, nid: str) -> dict[str, Any]:
         node = self.engine.tree.nodes[nid]
         return {"node_id": nid, "parent": node.parent, "depth": node.depth, "status": node.status.value, "goal": node.goal}
 
     def render(self) -> str | None:
-        """``"ansi"``: the tree as text; ``"human"``: print it."""
-        from rao_envs.render import print_tree, render_tree_text
+        """``"ansi"``: the tree as text; ``"human"``: print it with rich."""
+        from rao_envs.render import render_for_mode
 
-        if self.engine.tree is None:
-            return None
-        if self.render_mode == "human":
-            print_tree(self.engine.tree)
-            return None
-        return render_tree_text(self.engine.tree)
+        return render_for_mode(self.engine.tree, self.render_mode or "ansi")
 
     def close(self) -> None:
         """Nothing to release."""
