@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from rao_envs.errors import RaoEnvsError
-from rao_envs.registration import make_engine, task_spec
+from rao_envs.registration import task_spec
 from rao_envs.types import EpisodeTree, NodeStatus, StateScope
 
 # PettingZoo warns about these for any env with text spaces or many possible agents.
