@@ -49,8 +49,8 @@ def test_gym_root_reward_mode_and_truncation():
 def test_gym_bad_kwargs_are_typed_errors():
     with pytest.raises(ConfigError, match="reward_mode"):
         gym.make("rao_envs/Probe-v0", reward_mode="sum")
-    with pytest.raises(ConfigError, match="render_mode"):
-        gym.make("rao_envs/Probe-v0", render_mode="rgb_array")
+    with pytest.raises(ConfigError, match="render_mode"), pytest.warns(UserWarning, match="not in the possible render_modes"):
+        gym.make("rao_envs/Probe-v0", render_mode="rgb_array")  # gymnasium warns first, then we raise
 
 
 def test_gym_observation_sanitised_into_space():
