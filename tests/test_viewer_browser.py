@@ -120,7 +120,7 @@ def browser(tmp_path_factory):
 def test_viewer_renders_and_nodes_expand(browser, tmp_path):
     trees = []
     for seed in (0, 0, 1):
-        eng = rao_envs.make_engine("TextCraft-v0", difficulty="medium", lam=0.4)
+        eng = rao_envs.make_engine("TextCraft-v0", difficulty="hard", lam=0.4)  # hard always delegates
         trees.append(run_sync(eng, eng.task.oracle(), seed=seed))
     trees[1].root.score = 0.0  # make the group's advantages non-zero
     page = tmp_path / "trees.html"
