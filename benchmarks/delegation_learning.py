@@ -28,9 +28,9 @@ class Args:
     """Options of the benchmark."""
 
     seeds: tuple[int, ...] = (1, 2, 3)
-    total_timesteps: int = 60_000
+    total_timesteps: int = 250_000
     """PPO env steps per run."""
-    eval_every: int = 15
+    eval_every: int = 20
     """PPO iterations (1,024 env steps) between evaluations."""
     eval_episodes: int = 16
     """Val episodes per difficulty per evaluation."""

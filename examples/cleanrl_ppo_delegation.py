@@ -3,7 +3,7 @@
 # evaluated on easy/medium/hard/extreme val targets. `--no-delegate` removes the delegate actions (flat baseline,
 # same 25-step budget per node).
 #
-#   python examples/cleanrl_ppo_delegation.py                      # delegating policy, ~1-2 min on 2 CPU cores
+#   python examples/cleanrl_ppo_delegation.py                      # delegating policy, ~1-1.5 min on 1 CPU core
 #   python examples/cleanrl_ppo_delegation.py --no-delegate        # flat baseline
 #   tensorboard --logdir runs                                      # charts/... and losses/...
 import json
@@ -55,26 +55,33 @@ class Args:
     """the training difficulty (the paper trains on medium only)"""
     delegate: bool = True
     """allow the delegate actions (`--no-delegate`: the flat baseline)"""
+    delegate_each: bool = False
+    """also offer `delegate_k` (one child for one ingredient) besides `delegate_all`; off by default: with it, the
+    policy learns medium's "delegate one ingredient, craft the rest", which runs out of steps on hard"""
     max_depth: int = 6
     """deepest node of a tree while training and evaluating easy/medium/hard (the paper's limit)"""
     extreme_max_depth: int | None = None
     """max_depth for extreme (default: the task's recommendation for its delegating oracle)"""
     max_steps_per_node: int = 25
     """steps each node may take (the paper's limit)"""
-    credit: str = "stream"
+    credit: str = "node"
     """`node` (RAO): one trajectory per tree node, each with its own local reward, GAE per node;
     `stream`: classic PPO over the env's single stream of steps with the env reward (`reward_mode`)"""
-    reward_mode: str = "node"
-    """env reward for `--credit stream`: `node` (every node's local reward when it ends) or `root` (root score only)"""
+    reward_mode: str = "own"
+    """env reward (used by `--credit stream`): `own` (the acting node's own reward), `node` (every node's local
+    reward when it ends: a parent's return then counts its children's, which pays for over-delegating) or `root`"""
     lam: float = 0.0
     """RAO local reward R = s + lam * mean(children's s): a parent is paid for sub-agents that succeed"""
-    delegate_cost: float = 0.0
-    """subtracted from a node's own reward per child it spawned (delegation is not free)"""
+    delegate_cost: float = 0.05
+    """subtracted from a node's own reward (`--reward-mode own`) for each delegating turn (delegation is not free)"""
+    delegate_cost_ramp: float = 0.5
+    """`--credit node`: the trainer charges `delegate_cost` itself, ramped up linearly from 0 over this fraction of
+    training (0: the env charges the full cost from the start), so delegation is tried before it is taxed"""
     progress_reward: float = 0.0
     """optional shaping: reward for each craft a node makes from its own plan (0 = off)"""
 
     # Algorithm specific arguments
-    total_timesteps: int = 60_000
+    total_timesteps: int = 250_000
     """total timesteps of the experiments"""
     learning_rate: float = 1e-3
     """the learning rate of the optimizer"""
@@ -84,8 +91,9 @@ class Args:
     """the number of steps to run in each environment per policy rollout"""
     anneal_lr: bool = True
     """Toggle learning rate annealing for policy and value networks"""
-    gamma: float = 0.995
-    """the discount factor gamma"""
+    gamma: float = 1.0
+    """the discount factor gamma (per node step with `--credit node`: < 1 would make a parent that delegates,
+    and so finishes in fewer of its own steps, look better than one that crafts)"""
     gae_lambda: float = 0.95
     """the lambda for the general advantage estimation"""
     num_minibatches: int = 4
@@ -147,8 +155,9 @@ def depth_for(args: Args, difficulty: str) -> int:
 def env_kwargs(args: Args, difficulty: str, split: str) -> dict:
     """Keyword arguments of one discrete env."""
     return dict(
-        task_id=args.env_id, delegate=args.delegate, reward_mode=args.reward_mode, difficulty=difficulty,
-        progress_reward=args.progress_reward if split == "train" else 0.0, delegate_cost=args.delegate_cost,
+        task_id=args.env_id, delegate=args.delegate, delegate_each=args.delegate_each, reward_mode=args.reward_mode, difficulty=difficulty,
+        progress_reward=args.progress_reward if split == "train" else 0.0,
+        delegate_cost=0.0 if args.delegate_cost_ramp > 0 else args.delegate_cost,
         split=split, max_depth=depth_for(args, difficulty), max_steps_per_node=args.max_steps_per_node, lam=args.lam,
     )
 
@@ -344,6 +353,8 @@ def train(args: Args, progress: Callable[[int, int], None] | None = None) -> dic
     episode_ids = np.arange(args.num_envs)  # a node is (episode id, node id): ids repeat across episodes
     next_node = [(int(e), n) for e, n in zip(episode_ids, info["node"])]
     curve, recent = [], []
+    names = envs.envs[0].unwrapped.action_names
+    is_delegate = torch.tensor([n.startswith("delegate") for n in names], device=device)
 
     for iteration in range(1, args.num_iterations + 1):
         # Annealing the rate if instructed to do so.
@@ -373,6 +384,9 @@ def train(args: Args, progress: Callable[[int, int], None] | None = None) -> dic
             next_obs, next_done = torch.Tensor(next_obs).to(device), torch.Tensor(next_done).to(device)
             next_mask = torch.tensor(infos["action_mask"], dtype=torch.bool).to(device)
             node_rewards[step] = step_field(infos, "node_reward")
+            if args.delegate_cost_ramp > 0:  # the trainer's delegate cost, ramped in (masked actions are never invalid)
+                ramp = min(1.0, (iteration - 1) / max(1.0, args.delegate_cost_ramp * args.num_iterations))
+                node_rewards[step] -= args.delegate_cost * ramp * is_delegate[action].cpu().numpy()
             node_dones[step] = step_field(infos, "node_done")
             episode_ids = np.where(next_done.cpu().numpy() > 0, episode_ids + args.num_envs, episode_ids)
             next_node = [(int(e), n) for e, n in zip(episode_ids, infos["node"])]
@@ -477,6 +491,8 @@ def train(args: Args, progress: Callable[[int, int], None] | None = None) -> dic
 
         # TRY NOT TO MODIFY: record rewards for plotting purposes
         writer.add_scalar("charts/learning_rate", optimizer.param_groups[0]["lr"], global_step)
+        if args.delegate_cost_ramp > 0:
+            writer.add_scalar("charts/delegate_cost", args.delegate_cost * ramp, global_step)
         writer.add_scalar("losses/value_loss", v_loss.item(), global_step)
         writer.add_scalar("losses/policy_loss", pg_loss.item(), global_step)
         writer.add_scalar("losses/entropy", entropy_loss.item(), global_step)

@@ -48,9 +48,9 @@ class Args:
     seed: int = 0
     learn: bool = True
     """Train the PPO policies (``--no-learn``: the scripted table only)."""
-    total_timesteps: int = 60_000
+    total_timesteps: int = 250_000
     """PPO env steps per run (each run takes one CPU core)."""
-    eval_every: int = 15
+    eval_every: int = 20
     """PPO iterations (1,024 env steps each) between evaluations on the val targets."""
     eval_episodes: int = 16
     """Val episodes per difficulty at each evaluation."""

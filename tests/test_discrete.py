@@ -91,3 +91,13 @@ def test_reward_modes_and_errors():
         env.step(0)
     info, _ = run(env, rule_policy(env), 1)
     assert info["node_done"] and info["acted"] == "0" and info["node_reward"] == 1.0
+
+
+def test_delegate_all_only_variant_and_depth_free_observation():
+    env = DiscreteRaoEnv("TextCraft-v0", difficulty="hard", split="val", delegate_each=False)
+    full = DiscreteRaoEnv("TextCraft-v0", difficulty="hard", split="val")
+    assert [n for n in env.action_names if n.startswith("delegate")] == ["delegate_all"]
+    assert env.observation_space == full.observation_space
+    assert not any("depth" in n for n in env.feature_names)  # nothing a medium-trained policy could key on
+    info, _ = run(env, rule_policy(env), 0)
+    assert info["root_score"] == 1.0 and info["nodes"] > 1

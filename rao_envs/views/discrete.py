@@ -31,7 +31,8 @@ TextCraft-v0 (:class:`TextCraftAdapter`) actions, for a node with targets ``T``:
 remaining crafting plan, lowest depth first, with the total the plan needs),
 ``delegate_k`` (one child for the k-th non-base ingredient of T, deepest first, waiting for
 it) and ``delegate_all`` (one child per ingredient, in parallel). ``delegate=False`` removes
-the delegate actions (the flat baseline under the same per-node step budget).
+the delegate actions (the flat baseline under the same per-node step budget);
+``delegate_each=False`` keeps only ``delegate_all`` (what the PPO example trains with).
 """
 
 from __future__ import annotations
@@ -126,6 +127,7 @@ class DiscreteRaoEnv(gym.Env):
         render_mode: str | None = None,
         progress_reward: float = 0.0,
         delegate_cost: float = 0.0,
+        delegate_each: bool = True,
         **kwargs: Any,
     ) -> None:
         if render_mode is not None and render_mode not in self.metadata["render_modes"]:
@@ -141,7 +143,8 @@ class DiscreteRaoEnv(gym.Env):
                 f"no discrete adapter for task {self.engine.task.name!r}; available: {sorted(ADAPTERS)} "
                 "(write a DiscreteAdapter subclass and decorate it with @register_adapter)"
             )
-        self.adapter = adapter_cls(self.engine, delegate=delegate)
+        extra = {} if delegate_each else {"delegate_each": False}
+        self.adapter = adapter_cls(self.engine, delegate=delegate, **extra)
         n_feat = len(self.adapter.feature_names)
         self.observation_space = spaces.Box(0.0, 1.0, shape=(n_feat,), dtype=np.float32)
         self.action_space = spaces.Discrete(len(self.adapter.action_names))
@@ -254,11 +257,12 @@ class DiscreteRaoEnv(gym.Env):
 class TextCraftAdapter(DiscreteAdapter):
     """TextCraft-v0 as discrete actions over each node's own crafting plan (module docstring).
 
-    Depth enters the observation only relative to the depth limit (``at_depth_limit``,
-    ``child_at_depth_limit``, ``can_delegate``), never as an absolute level or a root flag,
-    so a policy trained on shallow medium trees meets familiar inputs deep inside hard ones.
-    Sizes are relative to the step budget (``plan_per_step``, ``plan_fits``, a delegate
-    slot's ``job`` and ``fits``) and clipped, for the same reason.
+    Depth never enters the observation: no node level, root flag, distance to the depth limit
+    (``can_delegate`` says whether delegating is possible now) or item depth, so a policy
+    trained on shallow medium trees (where nodes near the limit and deep items never occur)
+    meets familiar inputs deep inside hard and extreme ones. Sizes are relative to the step
+    budget (``plan_per_step``, ``plan_fits``, a delegate slot's ``job`` and ``fits``) and
+    clipped, for the same reason.
 
     Every node keeps a ledger of the items it made itself or received from its children
     (``made``); its *remaining plan* is the flat crafting plan of its targets net of that
@@ -271,27 +275,27 @@ class TextCraftAdapter(DiscreteAdapter):
     N_CRAFT: ClassVar[int] = 8
     N_DELEGATE: ClassVar[int] = 6
     NODE_FEATURES: ClassVar[tuple[str, ...]] = (
-        "bias", "at_depth_limit", "child_at_depth_limit", "can_delegate", "child_can_delegate", "steps_left_frac",
+        "bias", "can_delegate", "steps_left_frac",
         "plan_len", "plan_per_step", "plan_fits", "targets_done", "children", "children_ok_frac",
-        "last_child_failed", "last_action_error", "target_depth", "candidates", "candidates_fit", "max_candidate_job",
+        "last_child_failed", "last_action_error", "candidates", "candidates_fit", "max_candidate_job",
     )
-    MAX_ITEM_DEPTH: ClassVar[float] = 12.0
 
-    def __init__(self, engine: TreeEngine, delegate: bool = True) -> None:
+    def __init__(self, engine: TreeEngine, delegate: bool = True, delegate_each: bool = True) -> None:
         super().__init__(engine, delegate)
+        self.delegate_each = delegate_each
         self.world = engine.task.world
         names = ["finish", "get_info", "view_inventory"] + [f"craft_{k}" for k in range(self.N_CRAFT)]
         if delegate:
-            names += [f"delegate_{k}" for k in range(self.N_DELEGATE)] + ["delegate_all"]
+            names += [f"delegate_{k}" for k in range(self.N_DELEGATE)] * delegate_each + ["delegate_all"]
         self.action_names = tuple(names)
         self.i_craft = 3
         self.i_delegate = 3 + self.N_CRAFT
-        self.i_all = self.i_delegate + self.N_DELEGATE
+        self.i_all = self.i_delegate + self.N_DELEGATE * delegate_each
         feats = list(self.NODE_FEATURES)
         for k in range(self.N_CRAFT):
-            feats += [f"craft_{k}_{f}" for f in ("exists", "admissible", "is_target", "depth")]
+            feats += [f"craft_{k}_{f}" for f in ("exists", "admissible", "is_target")]
         for k in range(self.N_DELEGATE):
-            feats += [f"delegate_{k}_{f}" for f in ("exists", "admissible", "job", "fits", "depth")]
+            feats += [f"delegate_{k}_{f}" for f in ("exists", "admissible", "job", "fits")]
         self.feature_names = tuple(feats)
         self.budget = engine.limits.max_steps_per_node
         self._closure = functools.lru_cache(maxsize=4096)(self._closure_uncached)
@@ -432,21 +436,17 @@ class TextCraftAdapter(DiscreteAdapter):
     def features(self, node_id: str) -> np.ndarray:
         """Node summary (see :attr:`NODE_FEATURES`), then per craft slot and per delegate slot."""
         v = self._compute(node_id)
-        node, plan, B, D = v["node"], v["plan"], float(self.budget), self.MAX_ITEM_DEPTH
-        lim = self.engine.limits
+        node, plan, B = v["node"], v["plan"], float(self.budget)
         steps_left = max(node.steps_left, 0)
         kids = [self.engine.tree.nodes[c] for c in node.children]
         kids_done = [c for c in kids if c.status.ended]
         flags = self.flags.get(node_id, {"error": 0, "child_failed": 0})
         jobs = v["jobs"]
-        world = self.world
         x = np.zeros(len(self.feature_names), dtype=np.float32)
-        x[:18] = (
+        n = len(self.NODE_FEATURES)
+        x[:n] = (
             1.0,
-            float(node.depth >= lim.max_depth),
-            float(node.depth + 1 >= lim.max_depth),
             float(v["can_delegate"]),
-            float(self.delegate and node.depth + 1 < lim.max_depth),
             steps_left / max(1, node.budget),
             min(len(plan), 2 * B) / (2 * B),
             min(len(plan) / max(steps_left, 1), 2.0) / 2.0,
@@ -456,20 +456,17 @@ class TextCraftAdapter(DiscreteAdapter):
             (sum(c.score == 1.0 for c in kids_done) / len(kids_done)) if kids_done else 0.0,
             float(flags["child_failed"]),
             float(flags["error"]),
-            min(max((world.depth[t] for t in v["targets"]), default=0), D) / D,
             len(v["cands"]) / self.N_DELEGATE,
             float(bool(jobs) and max(jobs) + 1 <= B),
             min(max(jobs, default=0), 2 * B) / (2 * B),
         )
-        i = 18
+        i = n
         for k, (item, _) in enumerate(plan[: self.N_CRAFT]):
-            x[i + 4 * k: i + 4 * k + 4] = (1.0, float(v["craft_ok"][k]), float(item in v["targets"]), world.depth[item] / D)
-        i += 4 * self.N_CRAFT
-        for k, (item, _) in enumerate(v["cands"]):
+            x[i + 3 * k: i + 3 * k + 3] = (1.0, float(v["craft_ok"][k]), float(item in v["targets"]))
+        i += 3 * self.N_CRAFT
+        for k in range(len(v["cands"])):
             job = jobs[k]
-            x[i + 5 * k: i + 5 * k + 5] = (
-                1.0, float(v["deleg_ok"][k]), min(job, 2 * B) / (2 * B), float(job + 1 <= B), world.depth[item] / D
-            )
+            x[i + 4 * k: i + 4 * k + 4] = (1.0, float(v["deleg_ok"][k]), min(job, 2 * B) / (2 * B), float(job + 1 <= B))
         return x
 
     def mask(self, node_id: str) -> np.ndarray:
@@ -482,7 +479,7 @@ class TextCraftAdapter(DiscreteAdapter):
         for k, ok in enumerate(v["craft_ok"]):
             m[self.i_craft + k] = ok
         if self.delegate:
-            for k, ok in enumerate(v["deleg_ok"]):
+            for k, ok in enumerate(v["deleg_ok"] if self.delegate_each else []):
                 m[self.i_delegate + k] = ok
             m[self.i_all] = v["all_ok"]
         return m
