@@ -241,15 +241,9 @@ class DiscreteRaoEnv(gym.Env):
 
     def render(self) -> str | None:
         """``"ansi"``: the tree as text; ``"human"``: print it with rich."""
-        if self.engine.tree is None:
-            return None
-        from rao_envs.render import print_tree, render_tree_text
+        from rao_envs.render import render_for_mode
 
-        if self.render_mode == "ansi":
-            return render_tree_text(self.engine.tree)
-        if self.render_mode == "human":
-            print_tree(self.engine.tree)
-        return None
+        return render_for_mode(self.engine.tree, self.render_mode)
 
 
 # ------------------------------------------------------------------------------ TextCraft
