@@ -322,13 +322,7 @@ class Server:
 
     # ----- process helpers
     def _reap(self):
-        while True:
-            try:
-                pid, _ = os.waitpid(-1, os.WNOHANG)
-            except ChildProcessError:
-                return
-            if pid == 0:
-                return
+        _reap_children()
 
     def _wait_status(self, pid, timeout=1.0):
         """Wait (bounded) for a session pid we SIGKILLed or saw die; return its wait status."""
