@@ -84,7 +84,7 @@ class Limits:
     """Resource limits applied to every session of a box (all optional, 0 = backend default off).
 
     ``timeout`` is the default wall-clock limit per :meth:`Sandbox.run`; ``cpu_seconds`` the CPU
-    limit per run (defaults to ``timeout``); ``memory_mb`` the address-space / cgroup memory
+    limit per run (defaults to ``timeout`` + 2 s, a backstop behind the wall clock); ``memory_mb`` the address-space / cgroup memory
     limit; ``processes`` the process/thread count; ``file_size_mb`` the largest file a snippet
     may write; ``disk_mb`` the size of the work dir (tmpfs where the backend has one);
     ``output_bytes`` the cap on each of stdout and stderr per run.
@@ -460,7 +460,9 @@ class Sandbox:
             return ExecResult(stderr=f"[sandbox] bad timeout {timeout!r}\n", exit=1, error_kind="exception")
         if not timeout > 0:
             timeout = self.limits.timeout
-        cpu = self.limits.cpu_seconds or timeout
+        # the CPU limit is a backstop behind the wall clock (SIGINT, then SIGKILL after a grace):
+        # by default it must not fire first, or code that ignores SIGINT races the kill
+        cpu = self.limits.cpu_seconds or timeout + 2.0
         req = {"op": "run", "sid": sid, "code": code, "timeout": timeout, "cpu": cpu}
         try:
             # worker budget: the wall limit, the SIGINT grace, the sweep and a margin
