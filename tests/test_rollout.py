@@ -25,6 +25,7 @@ from rao_envs.rollout import (
 )
 from rao_envs.rows import rows_from_trees
 from rao_envs.types import NodeStatus
+from tests.procs import stop_process
 
 REPO = Path(__file__).resolve().parents[1]
 SERVER = REPO / "tests" / "openai_server.py"
@@ -40,12 +41,7 @@ def scripted_server(*args: str):
         assert line.startswith("PORT "), f"server did not start: {line!r}"
         yield f"http://127.0.0.1:{int(line.split()[1])}/v1"
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_process(proc)
 
 
 def reference(env: str, seed: int, kw: dict, flat: bool = False):

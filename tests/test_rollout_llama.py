@@ -24,6 +24,7 @@ import pytest
 from rao_envs.rollout import OpenAIPolicy, RolloutDriver
 from rao_envs.rows import rows_from_trees, to_dataset
 from rao_envs.types import NodeStatus
+from tests.procs import stop_process
 
 pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[1]
@@ -68,11 +69,7 @@ def llama_server(tmp_path_factory):
             time.sleep(0.5)
         yield f"{root}/v1", root
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        stop_process(proc, timeout=20)
 
 
 class ServerChatML:

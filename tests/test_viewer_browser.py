@@ -23,6 +23,7 @@ import pytest
 import rao_envs
 from rao_envs.rollout import run_sync
 from rao_envs.viewer import write_html
+from tests.procs import stop_process
 
 pytestmark = pytest.mark.slow
 
@@ -110,11 +111,7 @@ def browser(tmp_path_factory):
         finally:
             wd.quit()
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        stop_process(proc)
 
 
 def test_viewer_renders_and_nodes_expand(browser, tmp_path):

@@ -48,13 +48,12 @@ def _oracle(env, **kwargs: Any):
 
 def run_policy(env, policy: Callable, seed: int, max_steps: int = 200_000) -> EpisodeTree:
     """Run ``policy`` for one episode of the Gymnasium view; return the finished tree."""
-    obs, info = env.reset(seed=seed)
-    for _ in range(max_steps):
-        obs, _r, term, trunc, info = env.step(policy(obs, info))
-        if term or trunc:
-            return env.unwrapped.tree
-    _fail(f"episode did not end within {max_steps} steps")
-    raise AssertionError  # unreachable
+    from rao_envs.policies import run_episode
+
+    tree, _total, _steps = run_episode(env, policy, seed=seed, max_steps=max_steps)
+    if not tree.done:
+        _fail(f"episode did not end within {max_steps} steps")
+    return tree
 
 
 # ---------------------------------------------------------------------------- views
