@@ -21,7 +21,8 @@ import asyncio
 import time
 
 import rao_envs
-from rao_envs.rollout import OraclePolicy, RolloutDriver
+from rao_envs.policies import OraclePolicy
+from rao_envs.rollout import RolloutDriver
 
 BATCH = [("Toy-v0", {"difficulty": "hard"}, list(range(6))), ("TextCraft-v0", {"difficulty": "hard"}, [1])]
 

@@ -232,14 +232,13 @@ def rollout(model, tok, args: Args, task_seeds: list[int], device):
             break
         batch = []
         for k in live:
-            node_id = engines[k].active()
-            engines[k].observe(node_id)  # commits pending feedback and child results to the node's transcript
-            batch.append((k, node_id, chat_ids(tok, engines[k].tree.nodes[node_id].transcript, args.max_prompt_tokens)))
+            node_id = engines[k].selection  # the engine's fair order picks the node
+            messages = engines[k].commit(node_id)  # delivers pending feedback and child results; the node's chat
+            batch.append((k, node_id, chat_ids(tok, messages, args.max_prompt_tokens)))
         completions = generate(model, tok, [p for _, _, p in batch], args, device)
         for (k, node_id, prompt), completion in zip(batch, completions):
             text = tok.decode(completion, skip_special_tokens=True)
-            engines[k].step(node_id, text)
-            engines[k].rotate()
+            engines[k].act(text)  # steps the selected node and passes the turn on
             turns.append({"tree": k, "node": node_id, "prompt": prompt, "completion": completion})
     return [e.tree for e in engines], turns
 

@@ -196,12 +196,13 @@ class Play:
         engine = rao_envs.make_engine(self.env_id, **_kwargs(self.kw))
         engine.reset(self.seed)
         console.print(Panel(Text(engine.system_prompt), title="system prompt (every node)"))
-        current = engine.active()
+        current = engine.selection
         while not engine.done:
             if current not in engine.runnable():
-                current = engine.active()
+                current = engine.selection
             node = engine.tree.nodes[current]
             title = f"node {current} (depth {node.depth}) | runnable: {', '.join(engine.runnable())}"
+            engine.commit(current)  # shown to the player: it joins the node's transcript
             console.print(Panel(Text(engine.observe(current)), title=Text(title)))
             try:
                 line = input(f"{current}> ").strip()
@@ -230,10 +231,11 @@ class Play:
                 else:
                     console.print(Text(self.__doc__ or ""))
                 continue
-            engine.step(current, _shorthand(line))
-            if current == engine.active():
-                engine.rotate()
-            current = engine.active() or "0"
+            if current == engine.selection:
+                engine.act(_shorthand(line))  # the engine passes the turn on in its fair order
+            else:
+                engine.step(current, _shorthand(line))  # the player switched to another node
+            current = engine.selection or "0"
         print_tree(engine.tree, console)
         console.print(f"root: {engine.tree.root.status.value}, score {engine.tree.root.score}")
         if self.save:
@@ -244,10 +246,15 @@ class Play:
 
 def _shorthand(line: str) -> str:
     """``craft {"a": 1}`` → ``<tool>{"name": "craft", "args": {"a": 1}}</tool>``; else unchanged."""
+    from rao_envs.types import Action
+
     m = re.fullmatch(r"([A-Za-z_]\w*)\s*(\{.*\})?", line, re.S)
     if m and "<" not in line:
-        args = m.group(2) or "{}"
-        return f'<tool>{{"name": "{m.group(1)}", "args": {args}}}</tool>'
+        try:
+            args = json.loads(m.group(2) or "{}")
+        except ValueError:
+            return line  # not JSON: the engine's parser explains what it expected
+        return Action(name=m.group(1), args=args).to_text()
     return line
 
 
@@ -338,7 +345,9 @@ class Rollout:
         import os
 
         import rao_envs
-        from rao_envs.rollout import OpenAIPolicy, OraclePolicy, RolloutDriver, save_trees
+        from rao_envs.policies import OpenAIPolicy, OraclePolicy
+        from rao_envs.rollout import RolloutDriver
+        from rao_envs.types import save_trees
 
         _load(self.load)
         kw = _kwargs(self.kw)
@@ -386,8 +395,7 @@ class View:
     def run(self) -> int:
         """Load the trees, assign credit over them, write the page."""
         from rao_envs.credit import assign_credit
-        from rao_envs.rollout import load_trees
-        from rao_envs.types import EpisodeTree
+        from rao_envs.types import EpisodeTree, load_trees
         from rao_envs.viewer import write_html
 
         if not self.path.exists():

@@ -93,9 +93,25 @@ class Credit:
         return sum(len(n) for n in self.nodes)
 
 
-def task_key(tree: EpisodeTree) -> tuple[str, int | None, str]:
-    """The default group key of a tree: same env id, seed and task kwargs = same task."""
-    return (tree.env_id, tree.seed, json.dumps(tree.task_kwargs, sort_keys=True, default=str))
+def task_id(tree: EpisodeTree) -> str:
+    """The identity of a tree's task, ``env_id:seed`` (plus its task kwargs, if any).
+
+    Trees with the same task id form one credit group (:func:`assign_credit`), and rows carry
+    it as ``task_id`` (:mod:`rao_envs.rows`).
+    """
+    tid = f"{tree.env_id}:{tree.seed}"
+    if tree.task_kwargs:
+        tid += ":" + json.dumps(tree.task_kwargs, sort_keys=True, separators=(",", ":"), default=str)
+    return tid
+
+
+def local_reward(score: float, child_scores: Sequence[float], lam: float) -> float:
+    """RAO Eq. 1 for one node: ``s̃ + λ · mean(children's s̃)`` (no bonus without children).
+
+    The engine calls this when a node ends (``node.reward``); :func:`local_rewards` recomputes
+    it over a finished tree with another λ.
+    """
+    return score + (lam * sum(child_scores) / len(child_scores) if child_scores else 0.0)
 
 
 def masked_ids(tree: EpisodeTree) -> set[str]:
@@ -129,8 +145,7 @@ def local_rewards(tree: EpisodeTree, lam: float | None = None) -> dict[str, floa
     scores = {nid: node_score(n) for nid, n in tree.nodes.items() if nid not in skip}
     out = {}
     for nid, s in scores.items():
-        kids = [scores[c] for c in tree.nodes[nid].children if c in scores]
-        out[nid] = s + (lam * sum(kids) / len(kids) if kids else 0.0)
+        out[nid] = local_reward(s, [scores[c] for c in tree.nodes[nid].children if c in scores], lam)
     return out
 
 
@@ -157,7 +172,7 @@ def assign_credit(
     """Rewards, advantages and depth weights for every kept node of ``trees`` (module docstring).
 
     ``lam`` overrides each tree's λ; ``groups`` gives one group key per tree (default: the
-    task, :func:`task_key`). ``std_normalize`` divides advantages by the std of the rewards
+    task, :func:`task_id`). ``std_normalize`` divides advantages by the std of the rewards
     that formed the baseline (off by default: RAO uses none). ``depth_weighting=False``
     gives every node weight 1.
     """
@@ -166,7 +181,7 @@ def assign_credit(
     trees = list(trees)
     if groups is not None and len(groups) != len(trees):
         raise ConfigError(f"groups has {len(groups)} keys for {len(trees)} trees: give one key per tree")
-    keys = list(groups) if groups is not None else [task_key(t) for t in trees]
+    keys = list(groups) if groups is not None else [task_id(t) for t in trees]
     rewards = [local_rewards(t, lam) for t in trees]
     members: dict[Hashable, list[int]] = {}
     for i, k in enumerate(keys):

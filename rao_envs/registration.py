@@ -1,8 +1,11 @@
-"""Task registry: ids like ``TextCraft-v0`` → task classes, mirrored into Gymnasium.
+"""Task registry: ids like ``TextCraft-v0`` → :class:`TaskSpec`, mirrored into Gymnasium.
 
-``register_task`` also registers ``rao_envs/<id>`` with :func:`gymnasium.register`, so
-``gymnasium.make("rao_envs/TextCraft-v0", difficulty="hard")`` works after ``import
-rao_envs``. Third-party packages add tasks through the ``rao_envs.tasks`` entry-point group:
+One registry of specs, as Gymnasium keeps one of ``EnvSpec``: ``register_task`` records a
+:class:`TaskSpec` and registers every view it lists with :func:`gymnasium.register` —
+``rao_envs/<Name>-v<N>`` (the text view) and, for a task that names a discrete adapter,
+``rao_envs/<Name>Discrete-v<N>`` — so ``gymnasium.make`` works right after ``import rao_envs``.
+Ids are parsed by one regex (:data:`TASK_ID_RE`); re-registering an id replaces it with a
+warning. Third-party packages add tasks through the ``rao_envs.tasks`` entry-point group:
 each entry point names a module (importing it registers its tasks) or a ``Task`` subclass.
 """
 
@@ -11,6 +14,9 @@ from __future__ import annotations
 import difflib
 import importlib
 import inspect
+import re
+import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
 from typing import Any
@@ -23,24 +29,71 @@ from rao_envs.types import Limits
 
 ENTRY_POINT_GROUP = "rao_envs.tasks"
 GYM_NAMESPACE = "rao_envs"
-ENGINE_KWARGS = ("lam",)
+ENGINE_KWARGS = ("lam", "protocol")
+#: ``[rao_envs/]Name-vN``: the one parser of task ids (the namespace is optional)
+TASK_ID_RE = re.compile(r"^(?:(?P<namespace>[\w.-]+)/)?(?P<name>[A-Za-z][\w.]*)-v(?P<version>\d+)$")
+#: view name -> (Gymnasium id suffix after the task name, entry point of the view class)
+VIEW_ENTRY_POINTS = {
+    "text": ("", "rao_envs.views.gym:RaoEnv"),
+    "discrete": ("Discrete", "rao_envs.views.discrete:DiscreteRaoEnv"),
+}
+
+
+def parse_task_id(id: str) -> tuple[str, int]:
+    """``"TextCraft-v0"`` or ``"rao_envs/TextCraft-v0"`` → ``("TextCraft", 0)``; raises ConfigError otherwise."""
+    m = TASK_ID_RE.match(id) if isinstance(id, str) else None
+    if m is None or (m.group("namespace") not in (None, GYM_NAMESPACE)):
+        raise ConfigError(f"task id {id!r} must look like 'Name-v0' (a name, '-v', a version number), optionally 'rao_envs/Name-v0'")
+    return m.group("name"), int(m.group("version"))
+
+
+def _load_object(ref: str | type) -> Any:
+    """Import ``"module:attr"`` (or return a class given directly)."""
+    if isinstance(ref, type):
+        return ref
+    module, _, attr = ref.partition(":")
+    return getattr(importlib.import_module(module), attr)
 
 
 @dataclass(frozen=True)
 class TaskSpec:
-    """A registered task: its id, where its class lives, and default keyword arguments."""
+    """A registered task: its id, where its class lives, default kwargs, and the views it registers.
+
+    ``views`` maps a view name to its Gymnasium id: always ``"text"`` (``rao_envs/<id>``,
+    also the PettingZoo view) and ``"discrete"`` when ``discrete`` names the task's
+    :class:`~rao_envs.views.discrete.DiscreteAdapter` (``"module:Class"``).
+    """
 
     id: str
     entry_point: str | type[Task]
     kwargs: dict[str, Any] = field(default_factory=dict)
     source: str = "rao_envs"
+    discrete: str | type | None = None
+    views: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        """The task name (``TextCraft`` of ``TextCraft-v0``)."""
+        return parse_task_id(self.id)[0]
+
+    @property
+    def version(self) -> int:
+        """The version number (``0`` of ``TextCraft-v0``)."""
+        return parse_task_id(self.id)[1]
 
     def load(self) -> type[Task]:
         """Import and return the task class."""
-        if isinstance(self.entry_point, type):
-            return self.entry_point
-        module, _, attr = self.entry_point.partition(":")
-        return getattr(importlib.import_module(module), attr)
+        return _load_object(self.entry_point)
+
+    def load_discrete(self) -> type:
+        """Import and return the task's discrete adapter class; ConfigError when it has none."""
+        if self.discrete is None:
+            with_adapter = [s.id for s in _REGISTRY.values() if s.discrete is not None]
+            raise ConfigError(
+                f"task {self.id} has no discrete adapter; tasks with one: {with_adapter}. Register one with "
+                "register_task(..., discrete='module:AdapterClass') (a rao_envs.views.discrete.DiscreteAdapter)."
+            )
+        return _load_object(self.discrete)
 
 
 _REGISTRY: dict[str, TaskSpec] = {}
@@ -48,19 +101,34 @@ _plugins_loaded = False
 
 
 def register_task(
-    id: str, entry_point: str | type[Task], *, source: str = "rao_envs", **kwargs: Any
+    id: str,
+    entry_point: str | type[Task],
+    *,
+    source: str = "rao_envs",
+    discrete: str | type | None = None,
+    **kwargs: Any,
 ) -> TaskSpec:
-    """Register a task under ``id`` (``Name-vN``) and as ``rao_envs/<id>`` in Gymnasium.
+    """Register a task under ``id`` (``Name-vN``) and its views in Gymnasium (module docstring).
 
-    Re-registering the same id replaces the earlier entry (handy in notebooks).
+    ``discrete`` names the task's discrete adapter (``"module:Class"``), which adds the
+    ``rao_envs/<Name>Discrete-vN`` view. Re-registering an id replaces the earlier entry and
+    warns (handy in notebooks, a mistake elsewhere).
     """
-    if "-v" not in id or not id.rsplit("-v", 1)[1].isdigit():
-        raise ConfigError(f"task id {id!r} must look like 'Name-v0' (a name, '-v', a version number)")
-    spec = TaskSpec(id=id, entry_point=entry_point, kwargs=dict(kwargs), source=source)
+    name, version = parse_task_id(id)
+    id = f"{name}-v{version}"
+    if id in _REGISTRY:
+        warnings.warn(f"rao_envs: overriding the registered task {id!r}", stacklevel=2)
+    views = {"text": f"{GYM_NAMESPACE}/{id}"}
+    if discrete is not None:
+        views["discrete"] = f"{GYM_NAMESPACE}/{name}Discrete-v{version}"
+    old = _REGISTRY.get(id)
+    for gym_id in (old.views.values() if old is not None else ()):
+        gymnasium.registry.pop(gym_id, None)
+    spec = TaskSpec(id=id, entry_point=entry_point, kwargs=dict(kwargs), source=source, discrete=discrete, views=views)
     _REGISTRY[id] = spec
-    gym_id = f"{GYM_NAMESPACE}/{id}"
-    gymnasium.registry.pop(gym_id, None)
-    gymnasium.register(id=gym_id, entry_point="rao_envs.views.gym:RaoEnv", kwargs={"task_id": id})
+    for view, gym_id in views.items():
+        gymnasium.registry.pop(gym_id, None)
+        gymnasium.register(id=gym_id, entry_point=VIEW_ENTRY_POINTS[view][1], kwargs={"task_id": id})
     return spec
 
 
@@ -73,8 +141,6 @@ def _load_plugins() -> None:
         try:
             obj = ep.load()
         except Exception as exc:  # a broken plugin must not break `import rao_envs`
-            import warnings
-
             warnings.warn(f"rao_envs: could not load task plugin {ep.name!r} ({ep.value}): {exc}", stacklevel=2)
             continue
         if isinstance(obj, type) and issubclass(obj, Task) and f"{obj.name}-v{obj.version}" not in _REGISTRY:
@@ -91,7 +157,8 @@ def task_ids() -> list[str]:
 def task_spec(id: str) -> TaskSpec:
     """The :class:`TaskSpec` of ``id`` (``TextCraft-v0`` or ``rao_envs/TextCraft-v0``)."""
     _load_plugins()
-    key = id.split("/", 1)[1] if id.startswith(GYM_NAMESPACE + "/") else id
+    m = TASK_ID_RE.match(id) if isinstance(id, str) else None
+    key = f"{m.group('name')}-v{m.group('version')}" if m and m.group("namespace") in (None, GYM_NAMESPACE) else str(id)
     if key not in _REGISTRY:
         close = difflib.get_close_matches(key, list(_REGISTRY), n=3)
         hint = f" Did you mean {', '.join(close)}?" if close else ""
@@ -129,14 +196,30 @@ def split_kwargs(id: str, kwargs: dict[str, Any]) -> tuple[type[Task], dict[str,
         limits = cls.limits(**limit_kw)
     except Exception as exc:
         raise ConfigError(f"invalid limits for {spec.id}: {exc}") from None
+    if "protocol" in engine_kw:
+        from rao_envs.protocols import get_protocol
+
+        get_protocol(engine_kw["protocol"])  # ConfigError naming the known protocols
     return cls, task_kw, limits, engine_kw
+
+
+def engine_factory(id: str, **kwargs: Any) -> Callable[[], Any]:
+    """A zero-argument callable that builds a fresh :class:`~rao_envs.tree.TreeEngine` for ``id``.
+
+    The id and kwargs are resolved and checked once (ConfigError for bad ones); each call then
+    only builds the task and the engine. Drivers that make many engines use this.
+    """
+    from rao_envs.tree import TreeEngine
+
+    cls, task_kw, limits, engine_kw = split_kwargs(id, kwargs)
+    spec_id = task_spec(id).id
+
+    def build() -> TreeEngine:
+        return TreeEngine(cls(**task_kw), limits, env_id=spec_id, task_kwargs=task_kw, **engine_kw)
+
+    return build
 
 
 def make_engine(id: str, **kwargs: Any):
     """Build a :class:`~rao_envs.tree.TreeEngine` for task ``id`` (kwargs as in ``make``)."""
-    from rao_envs.tree import TreeEngine
-
-    cls, task_kw, limits, engine_kw = split_kwargs(id, kwargs)
-    task = cls(**task_kw)
-    spec = task_spec(id)
-    return TreeEngine(task, limits, env_id=spec.id, task_kwargs=task_kw, **engine_kw)
+    return engine_factory(id, **kwargs)()

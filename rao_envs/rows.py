@@ -29,21 +29,25 @@ round-trip rows through a Hugging Face ``datasets.Dataset`` and Parquet (importe
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
-from rao_envs.credit import Credit, assign_credit, masked_ids
+from rao_envs.credit import Credit, assign_credit, masked_ids, task_id
 from rao_envs.errors import ConfigError
 from rao_envs.types import EpisodeTree, Node
 
 Mode = Literal["node", "turn"]
-ROW_COLUMNS = (
-    "tree_id", "task_id", "env_id", "seed", "node_id", "parent_id", "depth", "status", "turn", "num_turns",
-    "prompt_ids", "completion_ids", "loss_mask", "logprobs", "score", "reward", "advantage", "weight",
-    "policy_version", "token_source",
+#: the columns of a training row and their Arrow types, in order: the one source of both
+#: :data:`ROW_COLUMNS` and :func:`arrow_schema` ("ints"/"floats"/"mask" are lists)
+ROW_SCHEMA: tuple[tuple[str, str], ...] = (
+    ("tree_id", "string"), ("task_id", "string"), ("env_id", "string"), ("seed", "int64"),
+    ("node_id", "string"), ("parent_id", "string"), ("depth", "int64"), ("status", "string"),
+    ("turn", "int64"), ("num_turns", "int64"), ("prompt_ids", "ints"), ("completion_ids", "ints"),
+    ("loss_mask", "mask"), ("logprobs", "floats"), ("score", "float64"), ("reward", "float64"),
+    ("advantage", "float64"), ("weight", "float64"), ("policy_version", "int64"), ("token_source", "string"),
 )
+ROW_COLUMNS = tuple(name for name, _ in ROW_SCHEMA)
 
 
 class ChatTokenizer(Protocol):
@@ -52,14 +56,6 @@ class ChatTokenizer(Protocol):
     def apply_chat_template(self, conversation: list[dict[str, str]], **kwargs: Any) -> Any:
         """Render and tokenise a chat (``tokenize=True``); returns token ids."""
         ...
-
-
-def task_id(tree: EpisodeTree) -> str:
-    """A readable id of the tree's task: ``env_id:seed`` (plus its task kwargs, if any)."""
-    tid = f"{tree.env_id}:{tree.seed}"
-    if tree.task_kwargs:
-        tid += ":" + json.dumps(tree.task_kwargs, sort_keys=True, separators=(",", ":"), default=str)
-    return tid
 
 
 def _ids(out: Any) -> list[int]:
@@ -247,18 +243,14 @@ def rows_from_trees(
 
 
 def arrow_schema():
-    """The pyarrow schema of training rows (explicit, so empty/None columns keep their types)."""
+    """The pyarrow schema of training rows, from :data:`ROW_SCHEMA` (explicit, so empty/None columns keep their types)."""
     import pyarrow as pa
 
-    ints, floats = pa.list_(pa.int64()), pa.list_(pa.float64())
-    return pa.schema([
-        ("tree_id", pa.string()), ("task_id", pa.string()), ("env_id", pa.string()), ("seed", pa.int64()),
-        ("node_id", pa.string()), ("parent_id", pa.string()), ("depth", pa.int64()), ("status", pa.string()),
-        ("turn", pa.int64()), ("num_turns", pa.int64()), ("prompt_ids", ints), ("completion_ids", ints),
-        ("loss_mask", pa.list_(pa.int8())), ("logprobs", floats), ("score", pa.float64()), ("reward", pa.float64()),
-        ("advantage", pa.float64()), ("weight", pa.float64()), ("policy_version", pa.int64()),
-        ("token_source", pa.string()),
-    ])
+    types = {
+        "string": pa.string(), "int64": pa.int64(), "float64": pa.float64(),
+        "ints": pa.list_(pa.int64()), "floats": pa.list_(pa.float64()), "mask": pa.list_(pa.int8()),
+    }
+    return pa.schema([(name, types[kind]) for name, kind in ROW_SCHEMA])
 
 
 def to_arrow(rows: Sequence[Mapping[str, Any]]):

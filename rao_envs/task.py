@@ -27,7 +27,8 @@ from typing import Any, ClassVar
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 
-from rao_envs.errors import ToolError
+from rao_envs.errors import ConfigError, ToolError
+from rao_envs.seeding import node_rng
 from rao_envs.types import Limits, Node, StateScope
 
 TREE_VERBS = ("delegate", "finish", "wait", "cancel")
@@ -58,8 +59,7 @@ class NodeContext:
     def rng(self) -> np.random.Generator:
         """RNG derived from ``(seed, node id)``: independent of scheduling order."""
         if self._rng is None:
-            key = tuple(int(p) for p in self.node.id.split("."))
-            self._rng = np.random.default_rng(np.random.SeedSequence(self._seed, spawn_key=key))
+            self._rng = node_rng(self._seed, self.node.id)
         return self._rng
 
 
@@ -117,18 +117,35 @@ class Task:
 
     Required: :meth:`generate` and :meth:`score`. Usually also: :attr:`system_prompt`, tools
     (methods decorated with :func:`tool`), :meth:`oracle`. Optional: :meth:`child_args`
-    (validate what a parent delegates), :meth:`initial_state`/:meth:`snapshot` (world state),
-    :attr:`state_scope`.
+    (validate what a parent delegates), :meth:`initial_state`/:meth:`child_state`/:meth:`snapshot`
+    (world state), :meth:`node_prompt`, :attr:`state_scope`. Every attribute a task may set is
+    declared here with its default; the engine and the tools read nothing else.
     """
 
     name: ClassVar[str] = ""
+    """The task's name; its id is ``f"{name}-v{version}"``."""
     version: ClassVar[int] = 0
+    """Bump when generated instances or scoring change (a new id, as in Gymnasium)."""
     state_scope: ClassVar[StateScope] = StateScope.ISOLATED
+    """How a child's world relates to its parent's (DESIGN §1.5)."""
     difficulties: ClassVar[tuple[str, ...]] = ("default",)
+    """The accepted ``difficulty`` values, easiest first."""
     default_difficulty: ClassVar[str | None] = None
+    """The difficulty when none is given (default: the first of :attr:`difficulties`)."""
     default_limits: ClassVar[dict[str, Any]] = {}
+    """Overrides of :class:`~rao_envs.types.Limits` defaults for this task."""
+    recommended_max_depth: ClassVar[dict[str, int]] = {}
+    """Per difficulty, the ``max_depth`` at which the oracle solves every instance (when it
+    differs from ``default_limits``); read it with :meth:`max_depth_for`."""
     system_prompt: ClassVar[str] = "You are an agent solving a task step by step."
+    """The task's part of every node's system prompt (the engine appends the action space)."""
+    delegate_args_doc: ClassVar[str] = ""
+    """Task arguments of ``delegate`` as shown in the prompt's signature, e.g. ``", targets: dict[str, int]"``."""
+    instance_model: ClassVar[type[BaseModel] | None] = None
+    """Optional typed model of ``TaskInstance.args`` (a frozen pydantic model): when set,
+    generated instances are validated against it, so a task's data shape is documented."""
     tools: ClassVar[dict[str, ToolSpec]] = {}
+    """The task's tools, collected from :func:`tool`-decorated methods (set automatically)."""
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -142,8 +159,6 @@ class Task:
         cls.tools = specs
 
     def __init__(self, difficulty: str | None = None, split: str = "train") -> None:
-        from rao_envs.errors import ConfigError
-
         difficulty = difficulty or self.default_difficulty or self.difficulties[0]
         if difficulty not in self.difficulties:
             raise ConfigError(
@@ -199,6 +214,21 @@ class Task:
     def limits(cls, **overrides: Any) -> Limits:
         """The task's default :class:`Limits` with ``overrides`` applied."""
         return Limits(**{**cls.default_limits, **overrides})
+
+    @classmethod
+    def max_depth_for(cls, difficulty: str) -> int:
+        """The ``max_depth`` to use for ``difficulty``: :attr:`recommended_max_depth`, else the default limit."""
+        return cls.recommended_max_depth.get(difficulty, cls.limits().max_depth)
+
+    def make_instance(self, rng: np.random.Generator) -> TaskInstance:
+        """:meth:`generate`, with ``args`` checked against :attr:`instance_model` when the task has one."""
+        instance = self.generate(rng)
+        if self.instance_model is not None:
+            try:
+                self.instance_model.model_validate(instance.args)
+            except ValidationError as exc:
+                raise TypeError(f"{self.name}.generate returned args that do not match {self.instance_model.__name__}: {exc}") from None
+        return instance
 
     def describe_tools(self) -> str:
         """The task-tool lines of the action-space text."""

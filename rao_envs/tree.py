@@ -1,9 +1,17 @@
-"""The episode-tree engine (DESIGN §1): nodes, delegation, budgets, scheduling, rewards.
+"""The episode-tree engine (DESIGN §1): nodes, delegation, budgets, turn-taking, rewards.
 
-:class:`TreeEngine` owns all bookkeeping. Views (Gymnasium, PettingZoo, the async driver)
-only call :meth:`TreeEngine.observe` and :meth:`TreeEngine.step`. A step costs O(1) work
-beyond the task's own tool: observations are the *new* message only, never a re-render of
-the history, so per-step cost stays flat as episodes and trees grow.
+:class:`TreeEngine` owns all bookkeeping, turn-taking included (in the spirit of PettingZoo's
+AEC env): it keeps the :attr:`~TreeEngine.selection` (the node whose turn it is, in a fair
+round-robin order), :meth:`~TreeEngine.act` steps it and returns a complete
+:class:`StepOutcome` (nodes that ended or spawned, their rewards, ``done``, the next node).
+Drivers that schedule nodes themselves (the rollout driver, the PettingZoo view) call
+:meth:`~TreeEngine.step` with an explicit node. :meth:`~TreeEngine.observe` and
+:meth:`~TreeEngine.node_info` are pure queries; :meth:`~TreeEngine.commit` writes a node's
+pending messages (tool output, child results) into its transcript, which :meth:`step` also
+does before the node's turn. The text protocol is a pluggable part (:mod:`rao_envs.protocols`).
+
+A step costs O(1) work beyond the task's own tool: observations are the *new* message only,
+never a re-render of the history, so per-step cost stays flat as episodes and trees grow.
 """
 
 from __future__ import annotations
@@ -16,24 +24,34 @@ from typing import Any
 
 import numpy as np
 
+from rao_envs.credit import local_reward
 from rao_envs.errors import InfraError, NodeNotActiveError, ResetNeededError, ToolError
-from rao_envs.protocols.tool import Call, ParseError, ToolProtocol
+from rao_envs.policies.base import ChildResult, Completion, NodeInfo
+from rao_envs.protocols import ActionProtocol, Call, ParseError, get_protocol
+from rao_envs.seeding import fresh_seed
 from rao_envs.task import NodeContext, Task, TaskInstance
-from rao_envs.types import Action, EpisodeTree, Limits, Node, NodeStatus, StateScope
+from rao_envs.types import Action, EpisodeTree, Limits, Message, Node, NodeStatus, StateScope
 
 RUNNING, WAITING = NodeStatus.RUNNING, NodeStatus.WAITING
-_ENGINE_ARGS = ("goal", "context", "budget", "wait")
+CANCELLED = NodeStatus.CANCELLED
 TRUNC_MARK = "\n…[truncated {n} characters]"
-_FALLBACK_SEED = np.random.SeedSequence  # `reset(seed=None)` draws fresh entropy like gymnasium
 
 
 @dataclass
 class StepOutcome:
-    """What one :meth:`TreeEngine.step` changed: nodes that ended and nodes that spawned."""
+    """Everything one turn changed: the node that acted, nodes that ended or spawned, and what comes next.
+
+    ``rewards`` maps each ended node to its local reward R (None for ``infra_error`` nodes);
+    ``done`` is True once the root has ended; ``next`` is the node whose turn it is now in the
+    engine's fair order (:attr:`TreeEngine.selection`; None when done).
+    """
 
     node: str
     ended: list[str] = field(default_factory=list)
     spawned: list[str] = field(default_factory=list)
+    rewards: dict[str, float | None] = field(default_factory=dict)
+    done: bool = False
+    next: str | None = None
 
 
 def _jsonable(value: Any) -> Any:
@@ -51,9 +69,16 @@ def _as_text(value: Any) -> str:
 class TreeEngine:
     """Runs one recursive episode of ``task`` under ``limits``.
 
-    Call :meth:`reset`, then repeatedly pick a node from :meth:`runnable` (or :meth:`active`
-    for the fair round-robin order), read :meth:`observe`, and :meth:`step` it, until
-    :attr:`done`. The result is :attr:`tree`, an :class:`~rao_envs.types.EpisodeTree`.
+    Call :meth:`reset`, then until :attr:`done`: read :meth:`observe` (and :meth:`node_info`)
+    of the :attr:`selection` and :meth:`act` on it, which returns a :class:`StepOutcome`::
+
+        engine.reset(seed=0)
+        while not engine.done:
+            out = engine.act(policy(engine.observe(), engine.node_info()))
+
+    A driver that picks nodes itself calls :meth:`step` on any node from :meth:`runnable`.
+    The result is :attr:`tree`, an :class:`~rao_envs.types.EpisodeTree`. ``protocol`` names
+    the text protocol (``"tool"``) or is an :class:`~rao_envs.protocols.ActionProtocol`.
     """
 
     def __init__(
@@ -64,13 +89,14 @@ class TreeEngine:
         env_id: str = "",
         lam: float = 0.0,
         task_kwargs: dict[str, Any] | None = None,
+        protocol: str | ActionProtocol = "tool",
     ) -> None:
         self.task = task
         self.limits = limits or task.limits()
         self.env_id = env_id or f"{task.name}-v{task.version}"
         self.lam = float(lam)
         self.task_kwargs = dict(task_kwargs or {})
-        self.protocol = ToolProtocol(self.limits.max_action_chars)
+        self.protocol = get_protocol(protocol, self.limits.max_action_chars)
         self.system_prompt = self._system_prompt()
         self.tree: EpisodeTree | None = None
 
@@ -78,9 +104,9 @@ class TreeEngine:
     def reset(self, seed: int | None = None) -> EpisodeTree:
         """Start a new episode. The same seed and the same actions give the same tree."""
         if seed is None:
-            seed = int(_FALLBACK_SEED().generate_state(1)[0] >> 1)
+            seed = fresh_seed()
         self.seed = int(seed)
-        self.instance: TaskInstance = self.task.generate(np.random.default_rng(self.seed))
+        self.instance: TaskInstance = self.task.make_instance(np.random.default_rng(self.seed))
         self.tree = EpisodeTree(
             env_id=self.env_id,
             seed=self.seed,
@@ -92,6 +118,11 @@ class TreeEngine:
         )
         self._ctx: dict[str, NodeContext] = {}
         self._inbox: dict[str, list[tuple[str, str | None]]] = {}
+        # observe() renders pending inbox items without committing them; the renders are kept
+        # (node -> [(items covered, text)]) so commit() writes exactly the text that was shown
+        self._shown: dict[str, list[tuple[int, str]]] = {}
+        self._refused: set[str] = set()
+        self._seqs: dict[str, list[int] | None] = {}  # recorded prompt+completion token ids per node
         self._open: dict[str, list[str]] = {}
         self._waiting: dict[str, set[str] | str] = {}
         self._queue: deque[str] = deque()
@@ -113,9 +144,10 @@ class TreeEngine:
         """Unreserved steps left in the shared tree budget (None without one)."""
         return self._pool
 
-    # ------------------------------------------------------------------ scheduling
-    def active(self) -> str | None:
-        """The node whose turn it is in the fair round-robin order (None when done)."""
+    # ------------------------------------------------------------------ turn-taking
+    @property
+    def selection(self) -> str | None:
+        """The node whose turn it is in the fair round-robin order (None when the episode is done)."""
         q, nodes = self._queue, self._tree().nodes
         while q:
             head = q[0]
@@ -125,8 +157,12 @@ class TreeEngine:
             self._queued.discard(head)
         return None
 
-    def rotate(self) -> None:
-        """Move the head of the queue to its tail (after it acted), keeping it if runnable."""
+    def active(self) -> str | None:
+        """The :attr:`selection` (kept for callers of the earlier API)."""
+        return self.selection
+
+    def _rotate(self) -> None:
+        """Move the head of the queue (the node that just acted) to the tail, if it can still act."""
         q = self._queue
         if q:
             head = q.popleft()
@@ -142,24 +178,58 @@ class TreeEngine:
         """The :class:`~rao_envs.task.NodeContext` of a node (its world state and RNG)."""
         return self._ctx[node_id]
 
-    # ------------------------------------------------------------------ observations
-    def observe(self, node_id: str) -> str:
-        """The node's current observation text: its newest user message.
+    # ------------------------------------------------------------------ observations (queries)
+    def observe(self, node_id: str | None = None) -> str:
+        """The observation text of ``node_id`` (default: the :attr:`selection`): its newest message.
 
-        Pending feedback and child results are committed to the node's transcript here,
-        exactly once. A waiting node gets a note instead (not part of its transcript).
+        A pure query: pending feedback and child results are shown as the message they will
+        become, but only :meth:`commit` (or the node's next :meth:`step`) writes them into the
+        transcript. A waiting node gets a note instead (never part of its transcript).
         """
+        if node_id is None:
+            node_id = self.selection or "0"
         node = self._tree().nodes.get(node_id)
         if node is None:
             node = self._node(node_id)  # raises with the list of nodes
         status = node.status
         if status is RUNNING:
-            if self._inbox.get(node_id):
-                self._commit(node)
+            inbox = self._inbox.get(node_id)
+            if inbox:
+                return self._show(node, inbox)
             return node.transcript[-1]["content"]
         if status is WAITING:
             return f"[node {node.id}] waiting for sub-agents: {', '.join(self._open[node.id])}"
         return f"[node {node.id}] {status.value}"
+
+    def node_info(self, node_id: str | None = None) -> NodeInfo:
+        """Structured facts about ``node_id`` (default: the :attr:`selection`) for a policy.
+
+        Everything a scripted policy needs without parsing engine text: depth and the depth
+        limit, steps left, the turn, every child's reported result, and whether the node's
+        last request for sub-agents was refused. See :class:`~rao_envs.policies.base.NodeInfo`.
+        """
+        if node_id is None:
+            node_id = self.selection or "0"
+        nodes = self._tree().nodes
+        node = nodes.get(node_id) or self._node(node_id)
+        results: dict[str, ChildResult] = {}
+        for c in node.children:
+            child = nodes[c]
+            if child.status.ended and child.status is not CANCELLED:
+                results[c] = {"status": child.status.value, "result": child.result}
+        return {
+            "node": node_id,
+            "parent": node.parent,
+            "depth": node.depth,
+            "max_depth": self.limits.max_depth,
+            "goal": node.goal,
+            "node_args": node.args,
+            "steps_left": node.steps_left,
+            "turn": node.steps_used,
+            "children": list(node.children),
+            "child_results": results,
+            "refused": node_id in self._refused,
+        }
 
     def status_line(self, node: Node) -> str:
         """The budget line that ends every observation."""
@@ -171,20 +241,56 @@ class TreeEngine:
             line += f" | running sub-agents: {', '.join(opened)}"
         return line + "]"
 
+    def _render(self, node: Node, items: list[tuple[str, str | None]]) -> str:
+        """The user message that delivers ``items`` (feedback and child results) to ``node``."""
+        if len(items) == 1 and items[0][1] is None:  # the common case: one tool result
+            return self._clip(f"{items[0][0]}\n\n{self.status_line(node)}")
+        return self._clip("\n\n".join([text for text, _ in items] + [self.status_line(node)]))
+
+    def _show(self, node: Node, inbox: list[tuple[str, str | None]]) -> str:
+        """Render the inbox items not shown yet as one message (kept for :meth:`commit`); return the newest."""
+        shown = self._shown.get(node.id)
+        covered = shown[-1][0] if shown else 0
+        if covered < len(inbox):
+            text = self._render(node, inbox[covered:])
+            if shown is None:
+                self._shown[node.id] = [(len(inbox), text)]
+            else:
+                shown.append((len(inbox), text))
+            return text
+        return shown[-1][1]
+
+    # ------------------------------------------------------------------ writing messages
+    def commit(self, node_id: str) -> list[Message]:
+        """Write ``node_id``'s pending messages into its transcript; return the transcript.
+
+        Exactly what :meth:`observe` showed is written (each shown render as one message, then
+        anything newer); every child result among them counts as delivered once. Views and
+        drivers call this when they hand a running node its observation (so ``transcript`` is
+        what the policy saw); :meth:`step` calls it before the turn. Waiting and ended nodes
+        keep their pending messages.
+        """
+        node = self._node(node_id)
+        if node.status is RUNNING and self._inbox.get(node_id):  # a waiting node gets its messages when it wakes
+            self._commit(node)
+        return node.transcript
+
     def _commit(self, node: Node) -> None:
         items = self._inbox.pop(node.id)
-        if len(items) == 1 and items[0][1] is None:  # the common case: one tool result
-            text = f"{items[0][0]}\n\n{self.status_line(node)}"
-        else:
-            parts = []
+        shown = self._shown.pop(node.id, None)
+        transcript = node.transcript
+        start = 0
+        if shown is not None:
+            for end, text in shown:
+                transcript.append({"role": "user", "content": text})
+                start = end
+        if start < len(items):
+            transcript.append({"role": "user", "content": self._render(node, items[start:])})
+        if len(items) > 1 or items[0][1] is not None:
             nodes = self._tree().nodes
-            for text, child in items:
-                parts.append(text)
+            for _, child in items:
                 if child is not None:
                     nodes[child].delivered += 1
-            parts.append(self.status_line(node))
-            text = "\n\n".join(parts)
-        node.transcript.append({"role": "user", "content": self._clip(text)})
 
     def _clip(self, text: str) -> str:
         limit = self.limits.max_obs_chars
@@ -194,9 +300,26 @@ class TreeEngine:
         return text[:keep] + TRUNC_MARK.format(n=len(text) - keep)
 
     # ------------------------------------------------------------------ stepping
-    def step(self, node_id: str, action: str | Action) -> StepOutcome:
-        """Apply one turn of ``node_id``. Agent mistakes become feedback; never raises for them.
+    def act(self, action: str | Action | Completion) -> StepOutcome:
+        """Apply one turn of the :attr:`selection` and pass the turn on (fair round-robin order).
 
+        Returns the :class:`StepOutcome`; ``outcome.next`` is the node to act next.
+        Raises :class:`~rao_envs.errors.ResetNeededError` when the episode is over.
+        """
+        node_id = self.selection
+        if node_id is None:
+            raise ResetNeededError("the episode is over (or never started); call reset() to start a new one")
+        out = self.step(node_id, action)
+        self._rotate()
+        out.next = self.selection
+        return out
+
+    def step(self, node_id: str, action: str | Action | Completion) -> StepOutcome:
+        """Apply one turn of ``node_id`` (any node from :meth:`runnable`); the selection does not move.
+
+        ``action`` is the model's text, an :class:`~rao_envs.types.Action`, or a
+        :class:`~rao_envs.policies.base.Completion` whose token ids and logprobs (when present)
+        are recorded on the transcript. Agent mistakes become feedback; never raises for them.
         Raises :class:`~rao_envs.errors.NodeNotActiveError` if the node cannot act now.
         """
         tree = self._tree()
@@ -208,6 +331,10 @@ class TreeEngine:
             raise NodeNotActiveError(
                 f"node {node_id!r} {state}; act on a node from engine.runnable(): {self.runnable()}"
             )
+        completion = action if isinstance(action, Completion) else None
+        if completion is not None:
+            self._record_prompt(node, completion)  # before the commit, as the driver always did
+            action = completion.text
         if self._inbox.get(node_id):
             self._commit(node)
         self._outcome = out = StepOutcome(node_id, [], [])
@@ -217,14 +344,25 @@ class TreeEngine:
         nd = node.__dict__
         nd["steps_used"] += 1
         nd["last_acted"] = clock
-        text = action.to_text() if isinstance(action, Action) else action
-        if not isinstance(text, str):
-            text = text.decode("utf-8", "replace") if isinstance(text, (bytes, bytearray)) else repr(text)
+        if isinstance(action, Action):
+            text = self.protocol.format(action.name, action.args)
+            calls: list[Call] | None = [Call(action.name, dict(action.args))]
+        else:
+            text, calls = action, None
+            if not isinstance(text, str):
+                text = text.decode("utf-8", "replace") if isinstance(text, (bytes, bytearray)) else repr(text)
         node.transcript.append({"role": "assistant", "content": text})
-        try:
-            calls = self.protocol.parse(action)
-        except ParseError as exc:
-            feedback: str | None = f"Error: {exc}"
+        if completion is not None:
+            self._record_completion(node, completion)
+        if self._refused:
+            self._refused.discard(node_id)
+        if calls is None:
+            try:
+                calls = self.protocol.parse(action)
+            except ParseError as exc:
+                feedback: str | None = f"Error: {exc}"
+            else:
+                feedback = self._dispatch(node, calls)
         else:
             feedback = self._dispatch(node, calls)
         status = node.status
@@ -237,7 +375,45 @@ class TreeEngine:
                     inbox.append((feedback, None))
             if status is RUNNING and nd["steps_used"] >= nd["budget"]:
                 self._end(node, NodeStatus.TRUNCATED)
+        if out.ended:
+            nodes = tree.nodes
+            out.rewards = {i: nodes[i].reward for i in out.ended}
+            out.done = tree.root.status.ended
         return out
+
+    # ------------------------------------------------------------------ recorded tokens
+    def _record_prompt(self, node: Node, res: Completion) -> None:
+        """Store what this turn's prompt adds (endpoint prompt ids) on the message before the turn.
+
+        ``_seqs[node]`` holds the node's recorded prompt+completion ids so far, or None once a
+        turn lacked ids or the template did not extend the conversation (then the node keeps
+        no prompt ids at all, and rows render prompts with a tokenizer).
+        """
+        seqs = self._seqs
+        if node.id in seqs and seqs[node.id] is None:
+            return
+        seq = seqs.get(node.id, [])
+        p = res.prompt_token_ids
+        if p is None or p[: len(seq)] != seq:
+            for m in node.transcript:
+                if m["role"] != "assistant":
+                    m.pop("token_ids", None)
+            seqs[node.id] = None
+            return
+        node.transcript[-1]["token_ids"] = p[len(seq):]
+        seqs[node.id] = list(p)
+
+    def _record_completion(self, node: Node, res: Completion) -> None:
+        """Store the sampled token ids and logprobs on the assistant message just written."""
+        msg, seqs = node.transcript[-1], self._seqs
+        if res.token_ids is not None:
+            msg["token_ids"] = list(res.token_ids)
+            if seqs.get(node.id) is not None:
+                seqs[node.id] = seqs[node.id] + list(res.token_ids)
+        elif seqs.get(node.id) is not None:
+            seqs[node.id] = None
+        if res.logprobs is not None:
+            msg["logprobs"] = list(res.logprobs)
 
     def fail(self, node_id: str, error: str) -> StepOutcome:
         """Mark a node ``infra_error`` from outside a tool (e.g. the LLM endpoint failed).
@@ -249,6 +425,9 @@ class TreeEngine:
         self._outcome = out = StepOutcome(node=node_id)
         if not node.status.ended:
             self._end(node, NodeStatus.INFRA_ERROR, error=str(error)[:2000])
+            out.rewards = {i: self._tree().nodes[i].reward for i in out.ended}
+            out.done = self._tree().root.status.ended
+        out.next = self.selection
         return out
 
     def _dispatch(self, node: Node, calls: list[Call]) -> str | None:
@@ -260,7 +439,10 @@ class TreeEngine:
             )
         call = calls[0]
         if call.name == "delegate":
-            return self._delegate(node, [c.args for c in calls])
+            text = self._delegate(node, [c.args for c in calls])
+            if text.startswith("Refused"):
+                self._refused.add(node.id)
+            return text
         if call.name == "finish":
             args = call.args
             if "result" in args:
@@ -450,7 +632,7 @@ class TreeEngine:
             node.score = 0.0
         if node.status is not NodeStatus.INFRA_ERROR:
             kids = [c.score for c in tree.children(node.id) if not c.masked and c.score is not None]
-            node.reward = node.score + (self.lam * sum(kids) / len(kids) if kids else 0.0)
+            node.reward = local_reward(node.score, kids, self.lam)
         if self._pool is not None:
             self._pool += node.budget - node.steps_used
         self._outcome.ended.append(node.id)
@@ -496,7 +678,7 @@ class TreeEngine:
         return node
 
     def _system_prompt(self) -> str:
-        extra = getattr(self.task, "delegate_args_doc", "")
+        extra = self.task.delegate_args_doc
         verbs = (
             f"- delegate(goal: str, context: str = None, budget: int = None, wait: bool = True{extra}): "
             "start a sub-agent (a fresh copy of you, without your history) on a sub-task. Its finish "

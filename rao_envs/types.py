@@ -9,8 +9,8 @@ Everything here is a pydantic model (or a ``TypedDict`` validated by pydantic), 
 
 from __future__ import annotations
 
-import json
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
+from pathlib import Path
 from enum import Enum
 from typing import Any, Literal
 
@@ -85,9 +85,13 @@ class Action(BaseModel):
         """Call one of the task's tools."""
         return cls(name=name, args=args)
 
-    def to_text(self) -> str:
-        """Render in the default ``tool`` protocol syntax (what an LLM would write)."""
-        return "<tool>" + json.dumps({"name": self.name, "args": self.args}) + "</tool>"
+    def to_text(self, protocol: Any = None) -> str:
+        """Render as a model would write it: the ``tool`` syntax, or ``protocol``'s (an ``ActionProtocol``)."""
+        if protocol is not None:
+            return protocol.format(self.name, self.args)
+        from rao_envs.protocols.tool import tool_call_text
+
+        return tool_call_text(self.name, self.args)
 
 
 class Limits(BaseModel):
@@ -223,3 +227,28 @@ class EpisodeTree(BaseModel):
         from rao_envs.rows import tree_rows
 
         return tree_rows(self, tokenizer, mode=mode, **kwargs)
+
+
+def save_trees(trees: Iterable[EpisodeTree], path: str | Path) -> None:
+    """Write trees as JSONL (one :meth:`EpisodeTree.to_json` per line)."""
+    with open(path, "w", encoding="utf-8") as fh:
+        for t in trees:
+            fh.write(t.to_json() + "\n")
+
+
+def load_trees(path: str | Path) -> list[EpisodeTree]:
+    """Trees from a JSONL file written by :func:`save_trees`."""
+    with open(path, encoding="utf-8") as fh:
+        return [EpisodeTree.from_json(line) for line in fh if line.strip()]
+
+
+def strip_tokens(tree: EpisodeTree) -> EpisodeTree:
+    """A copy of ``tree`` without recorded token ids/logprobs, tree id and policy versions (for comparisons)."""
+    t = tree.model_copy(deep=True)
+    t.tree_id = None
+    for node in t.nodes.values():
+        node.policy_version = None
+        for m in node.transcript:
+            m.pop("token_ids", None)
+            m.pop("logprobs", None)
+    return t

@@ -10,7 +10,8 @@ import pytest
 from gymnasium.utils.env_checker import check_env
 
 from rao_envs.errors import ConfigError, ResetNeededError
-from rao_envs.views.discrete import DiscreteRaoEnv, rule_policy
+from rao_envs.envs.textcraft.discrete import rule_policy
+from rao_envs.views.discrete import DiscreteRaoEnv
 
 
 def run(env, policy, seed):

@@ -42,9 +42,11 @@ def test_delegate_waits_and_delivers_result_once(engine):
     assert root.status is NodeStatus.RUNNING
     text = engine.observe("0")
     assert "[sub-agent 0.0 finished] hi" in text and "Started sub-agent 0.0" in text
-    assert child.delivered == 1
-    engine.observe("0")
-    assert child.delivered == 1  # observing twice does not deliver twice
+    assert child.delivered == 0  # observing is a pure query
+    engine.commit("0")
+    engine.commit("0")
+    assert child.delivered == 1  # committing twice does not deliver twice
+    assert engine.tree.nodes["0"].transcript[-1]["content"] == text  # what was shown is what was written
     finish_all(engine)
     check_tree_invariants(engine.tree)
 
@@ -54,10 +56,9 @@ def test_parallel_children_in_one_turn_and_fair_order(engine):
     assert engine.tree.root.children == ["0.0", "0.1", "0.2"]
     order = []
     for _ in range(6):
-        nid = engine.active()
-        order.append(nid)
-        engine.step(nid, call("echo", text="x"))
-        engine.rotate()
+        order.append(engine.selection)
+        out = engine.act(call("echo", text="x"))
+        assert out.node == order[-1] and out.next == engine.selection
     assert order == ["0.0", "0.1", "0.2", "0.0", "0.1", "0.2"]
 
 

@@ -13,18 +13,11 @@ import pytest
 
 import rao_envs
 from rao_envs.credit import assign_credit
-from rao_envs.rollout import (
-    FairLimiter,
-    OpenAIPolicy,
-    OraclePolicy,
-    PolicyError,
-    RolloutDriver,
-    rollout,
-    run_sync,
-    strip_tokens,
-)
+from rao_envs.limiter import FairLimiter
+from rao_envs.policies import OpenAIPolicy, OraclePolicy, PolicyError
+from rao_envs.rollout import RolloutDriver, rollout, run_sync
 from rao_envs.rows import rows_from_trees
-from rao_envs.types import NodeStatus
+from rao_envs.types import NodeStatus, strip_tokens
 from tests.procs import stop_process
 
 REPO = Path(__file__).resolve().parents[1]

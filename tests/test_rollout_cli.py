@@ -7,7 +7,8 @@ import re
 
 import rao_envs
 from rao_envs.cli import main
-from rao_envs.rollout import load_trees, run_sync
+from rao_envs.rollout import run_sync
+from rao_envs.types import load_trees
 from rao_envs.types import EpisodeTree, Message
 from rao_envs.viewer import render_html
 from tests.test_rollout import scripted_server

@@ -21,7 +21,8 @@ from pathlib import Path
 
 import pytest
 
-from rao_envs.rollout import OpenAIPolicy, RolloutDriver
+from rao_envs.policies import OpenAIPolicy
+from rao_envs.rollout import RolloutDriver
 from rao_envs.rows import rows_from_trees, to_dataset
 from rao_envs.types import NodeStatus
 from tests.procs import stop_process

@@ -9,7 +9,8 @@ import pytest
 import rao_envs
 from rao_envs.credit import assign_credit
 from rao_envs.errors import ConfigError
-from rao_envs.rollout import Completion, OraclePolicy, rollout, run_sync
+from rao_envs.policies import Completion, OraclePolicy
+from rao_envs.rollout import rollout, run_sync
 from rao_envs.rows import rows_from_trees, read_parquet, to_dataset, write_parquet
 from rao_envs.types import NodeStatus
 

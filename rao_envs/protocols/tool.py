@@ -17,9 +17,9 @@ from __future__ import annotations
 
 import json
 import re
-from typing import Any, NamedTuple
+from typing import Any
 
-from rao_envs.types import Action
+from rao_envs.protocols.base import ActionProtocol, Call, ParseError
 
 _TAGGED = re.compile(r"<(tool|tool_call|function_call)>(.*?)(?:</\1>|\Z)", re.S)
 _FENCE = re.compile(r"```[a-zA-Z0-9_-]*\s*\n?(.*?)```", re.S)
@@ -29,24 +29,15 @@ _decoder = json.JSONDecoder()
 EXPECTED = 'expected <tool>{"name": "TOOL_NAME", "args": {...}}</tool>'
 
 
-class Call(NamedTuple):
-    """A parsed tool call (the engine's cheap internal form of :class:`Action`)."""
-
-    name: str
-    args: dict[str, Any]
+def tool_call_text(name: str, args: dict[str, Any]) -> str:
+    """``<tool>{"name": NAME, "args": ARGS}</tool>``: the canonical syntax (the parser's fast path)."""
+    return "<tool>" + json.dumps({"name": name, "args": args}) + "</tool>"
 
 
-class ParseError(ValueError):
-    """The text could not be read as a tool call; the message is shown to the model."""
-
-
-class ToolProtocol:
-    """Parses text turns into :class:`Action` lists and documents the syntax for prompts."""
+class ToolProtocol(ActionProtocol):
+    """Parses text turns into :class:`Call` lists and documents the syntax for prompts."""
 
     name = "tool"
-
-    def __init__(self, max_chars: int = 32768) -> None:
-        self.max_chars = max_chars
 
     def describe(self) -> str:
         """The action-syntax paragraph placed in every node's system prompt."""
@@ -57,9 +48,17 @@ class ToolProtocol:
             "turn (delegate is the only tool that may be repeated in one turn)."
         )
 
+    def format(self, name: str, args: dict[str, Any]) -> str:
+        """The canonical ``<tool>`` text of one call."""
+        return tool_call_text(name, args)
+
     def parse(self, text: Any) -> list[Call]:
-        """Return the tool calls in ``text`` (at least one) or raise :class:`ParseError`."""
-        if isinstance(text, Action):
+        """Return the tool calls in ``text`` (at least one) or raise :class:`ParseError`.
+
+        ``text`` may also be an :class:`~rao_envs.types.Action` (anything with ``name`` and
+        ``args``): it is taken as is.
+        """
+        if type(text) is not str and hasattr(text, "args") and hasattr(text, "name"):
             return [Call(text.name, dict(text.args))]
         if isinstance(text, (bytes, bytearray)):
             text = bytes(text).decode("utf-8", errors="replace")

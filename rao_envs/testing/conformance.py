@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 
+from rao_envs.credit import local_reward
 from rao_envs.errors import RaoEnvsError
 from rao_envs.registration import task_spec
 from rao_envs.types import EpisodeTree, NodeStatus, StateScope
@@ -138,7 +139,7 @@ def check_tree_invariants(tree: EpisodeTree) -> None:
                 if node.score is None or not 0.0 <= node.score <= 1.0:
                     _fail(f"{where}: score {node.score} not in [0, 1]")
                 kids = [c.score for c in tree.children(node.id) if not c.masked and c.score is not None]
-                want = node.score + (tree.lam * sum(kids) / len(kids) if kids else 0.0)
+                want = local_reward(node.score, kids, tree.lam)
                 if node.reward is None or abs(node.reward - want) > 1e-9:
                     _fail(f"{where}: reward {node.reward} != s + lam*mean(children s) = {want}")
             if node.status is NodeStatus.FINISHED and node.transcript[-1]["role"] != "assistant":
@@ -298,7 +299,7 @@ def check_fuzz(env_id: str, n: int = 2000, seed: int = 0, **kwargs: Any) -> int:
         if not env.observation_space.contains(obs):
             _fail(f"{env_id}: observation after action #{i} is outside the observation space")
         if acted.status is NodeStatus.RUNNING:
-            engine.observe(node)
+            engine.commit(node)
             if len(acted.transcript) != turns + 2 or acted.transcript[-1]["role"] != "user":
                 _fail(f"{env_id}: action #{i} {str(action)[:80]!r} got no feedback observation")
         if term or trunc:

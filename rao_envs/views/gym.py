@@ -5,7 +5,9 @@ acts for the active node; the next observation is the next node's *new* message 
 and depth are in the observation; its full chat history is ``info["messages"]``). Parallel
 children are served one turn at a time in a fair round-robin order.
 
-Rewards (``reward_mode``): ``"node"`` (default) gives the local reward R of every node that
+``info`` is the node's :class:`~rao_envs.policies.base.NodeInfo` (depth and its limit, steps
+left, children's results, refusals: all a scripted policy needs) plus ``messages``, ``ended``,
+``rewards`` and ``tree``. Rewards (``reward_mode``): ``"node"`` (default) gives the local reward R of every node that
 ended this step (summed; per-node values in ``info["rewards"]``); ``"root"`` gives only the
 root's score when the episode ends. ``terminated`` when the root finished, ``truncated``
 when it ran out of budget or failed. Use ``AsyncVectorEnv(..., shared_memory=False)``:
@@ -19,7 +21,9 @@ from typing import Any
 import gymnasium as gym
 
 from rao_envs.errors import ConfigError, ResetNeededError
+from rao_envs.policies.base import Completion
 from rao_envs.registration import make_engine
+from rao_envs.seeding import fresh_seed
 from rao_envs.spaces import observation_space, text_observation, text_space
 from rao_envs.types import Action, EpisodeTree, NodeStatus
 
@@ -58,53 +62,42 @@ class RaoEnv(gym.Env):
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
         """Start a new tree; ``seed`` fixes the task instance and every node's RNG."""
         super().reset(seed=seed)
-        if seed is None:
-            seed = int(self.np_random.integers(2**31 - 1))
-        self.engine.reset(seed)
-        self._node = self.engine.active()
-        return self._obs(self._node), self._info(self._node, [])
+        self.engine.reset(fresh_seed(self.np_random) if seed is None else seed)
+        self._node = self.engine.selection
+        return self._obs(self._node), self._info(self._node, [], {})
 
-    def step(self, action: str | Action):
+    def step(self, action: str | Action | Completion):
         """Act for the active node; returns the next active node's observation."""
         if self._node is None or self.engine.done:
             raise ResetNeededError("the episode is over (or never started); call env.reset()")
-        engine = self.engine
-        out = engine.step(self._node, action)
-        engine.rotate()
-        tree = engine.tree
+        out = self.engine.act(action)
         ended = out.ended
-        done = bool(ended) and engine.done  # the root can only end on a step where some node ended
         if self.reward_mode == "node":
-            reward = float(sum(tree.nodes[i].reward or 0.0 for i in ended)) if ended else 0.0
+            reward = float(sum(r or 0.0 for r in out.rewards.values())) if ended else 0.0
         else:
-            reward = float(tree.root.score or 0.0) if done else 0.0
-        if done:
-            status = tree.root.status
-            terminated, truncated = status is NodeStatus.FINISHED, status is not NodeStatus.FINISHED
-            node = "0"
+            reward = float(self.engine.tree.root.score or 0.0) if out.done else 0.0
+        if out.done:
+            finished = self.engine.tree.root.status is NodeStatus.FINISHED
+            terminated, truncated, node = finished, not finished, "0"
         else:
             terminated = truncated = False
-            node = engine.active()
+            node = out.next
         self._node = node
-        return self._obs(node), reward, terminated, truncated, self._info(node, ended)
+        return self._obs(node), reward, terminated, truncated, self._info(node, ended, out.rewards)
 
     def _obs(self, node_id: str) -> dict[str, Any]:
+        self.engine.commit(node_id)  # the observation is handed to the agent: it joins the node's transcript
         return text_observation(self.engine, node_id)
 
-    def _info(self, node_id: str, ended: list[str]) -> dict[str, Any]:
-        tree = self.engine.tree
-        node = tree.nodes[node_id]
-        return {
-            "node": node_id,
-            "depth": node.depth,
-            "goal": node.goal,
-            "node_args": _copy_dicts(node.args),
-            "steps_left": node.steps_left,
-            "messages": node.transcript,  # the live chat history of this node (a list: not copied)
-            "ended": ended,
-            "rewards": {i: tree.nodes[i].reward for i in ended} if ended else {},
-            "tree": tree,
-        }
+    def _info(self, node_id: str, ended: list[str], rewards: dict[str, float | None]) -> dict[str, Any]:
+        engine = self.engine
+        info: dict[str, Any] = engine.node_info(node_id)
+        info["node_args"] = _copy_dicts(info["node_args"])
+        info["messages"] = engine.tree.nodes[node_id].transcript  # the live chat history of this node (a list: not copied)
+        info["ended"] = ended
+        info["rewards"] = dict(rewards)
+        info["tree"] = engine.tree
+        return info
 
     def render(self) -> str | None:
         """``"ansi"``: the tree as text; ``"human"``: print it with rich."""

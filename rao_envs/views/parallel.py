@@ -12,11 +12,11 @@ from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
 from pettingzoo import ParallelEnv
 
 from rao_envs.errors import ResetNeededError
 from rao_envs.registration import make_engine
+from rao_envs.seeding import fresh_seed
 from rao_envs.spaces import observation_space, text_observation, text_space
 from rao_envs.types import NodeStatus
 
@@ -60,9 +60,7 @@ class RaoParallelEnv(ParallelEnv):
 
     def reset(self, seed: int | None = None, options: dict | None = None):
         """Start a new tree; only the root (``node_0``) is an agent at first."""
-        if seed is None:
-            seed = int(np.random.SeedSequence().generate_state(1)[0] >> 1)
-        self.engine.reset(seed)
+        self.engine.reset(fresh_seed() if seed is None else seed)
         self._slot_to_node = {"node_0": "0"}
         self.agents = ["node_0"]
         return {"node_0": self._obs("0")}, {"node_0": self._info("0")}
@@ -95,6 +93,7 @@ class RaoParallelEnv(ParallelEnv):
         return obs, rew, term, trunc, infos
 
     def _obs(self, nid: str) -> dict[str, Any]:
+        self.engine.commit(nid)  # handed to the agent: it joins the node's transcript (running nodes only)
         return text_observation(self.engine, nid)
 
     def _info(self, nid: str) -> dict[str, Any]:
