@@ -28,14 +28,8 @@ import time
 from dataclasses import dataclass
 from typing import Any, ClassVar, Optional
 
-try:  # the engine's error classes, so a task tool can re-raise our errors unchanged
-    from rao_envs.errors import ConfigError as _ConfigBase
-    from rao_envs.errors import InfraError as _InfraBase
-    from rao_envs.errors import RaoEnvsError as _UserBase
-except ImportError:  # pragma: no cover - only while the core is being written
-    _InfraBase = RuntimeError  # type: ignore[assignment,misc]
-    _UserBase = RuntimeError  # type: ignore[assignment,misc]
-    _ConfigBase = ValueError  # type: ignore[assignment,misc]
+# the engine's error classes, so a task tool can re-raise our errors unchanged
+from rao_envs.errors import ConfigError, InfraError, RaoEnvsError
 
 __all__ = [
     "ExecResult",
@@ -58,15 +52,15 @@ class SandboxError(Exception):
     """Base class of every error raised by :mod:`rao_envs.sandboxes`."""
 
 
-class SandboxUnavailable(SandboxError, _UserBase):
+class SandboxUnavailable(SandboxError, RaoEnvsError):
     """The backend cannot run on this machine; the message says what to install or use instead."""
 
 
-class SandboxConfigError(SandboxError, _ConfigBase):
+class SandboxConfigError(SandboxError, ConfigError):
     """Bad arguments to :func:`make_sandbox` or a backend (unknown limit, wrong type)."""
 
 
-class SandboxInfraError(SandboxError, _InfraBase):
+class SandboxInfraError(SandboxError, InfraError):
     """The sandbox itself failed (worker died, no reply, engine gone): not the agent's fault.
 
     Subclasses ``rao_envs.errors.InfraError``, so raising it from a task tool marks the node
