@@ -33,7 +33,7 @@ from rao_envs.errors import ConfigError, InfraError, RaoEnvsError
 
 __all__ = [
     "ExecResult",
-    "Limits",
+    "ResourceLimits",
     "Sandbox",
     "Session",
     "SandboxError",
@@ -74,7 +74,7 @@ class SandboxInfraError(SandboxError, InfraError):
 
 # --------------------------------------------------------------------------- limits / results
 @dataclass(frozen=True)
-class Limits:
+class ResourceLimits:
     """Resource limits applied to every session of a box (all optional, 0 = backend default off).
 
     ``timeout`` is the default wall-clock limit per :meth:`Sandbox.run`; ``cpu_seconds`` the CPU
@@ -94,7 +94,7 @@ class Limits:
     output_bytes: int = 64 * 1024
 
     @classmethod
-    def from_kwargs(cls, kwargs: dict) -> "Limits":
+    def from_kwargs(cls, kwargs: dict) -> "ResourceLimits":
         """Pop the limit fields out of ``kwargs`` (mutated) and validate them."""
         names = {f.name for f in dataclasses.fields(cls)}
         picked = {k: kwargs.pop(k) for k in list(kwargs) if k in names}
@@ -289,13 +289,13 @@ class Sandbox:
     #: whether sessions can be forked (every backend running the shared worker can)
     can_fork: ClassVar[bool] = True
 
-    def __init__(self, limits: Optional[Limits] = None, *, preload: tuple = DEFAULT_PRELOAD,
+    def __init__(self, limits: Optional[ResourceLimits] = None, *, preload: tuple = DEFAULT_PRELOAD,
                  start_timeout: float = 30.0, **options: Any):
         if options:
             raise SandboxConfigError(
                 f"unknown option(s) for the {self.backend!r} sandbox: {sorted(options)}; limits are "
-                f"{[f.name for f in dataclasses.fields(Limits)]}")
-        self.limits = limits or Limits()
+                f"{[f.name for f in dataclasses.fields(ResourceLimits)]}")
+        self.limits = limits or ResourceLimits()
         self.preload = tuple(preload)
         self.start_timeout = float(start_timeout)
         self._lock = threading.RLock()

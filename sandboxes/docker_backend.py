@@ -25,7 +25,7 @@ import threading
 import time
 from typing import Any, Optional
 
-from .base import Limits, Sandbox, SandboxInfraError, SandboxUnavailable, Transport, WorkerDied, worker_source
+from .base import ResourceLimits, Sandbox, SandboxInfraError, SandboxUnavailable, Transport, WorkerDied, worker_source
 from .image import default_image
 
 LABEL = "rao_envs.sandbox"
@@ -175,7 +175,7 @@ class DockerSandbox(Sandbox):
     backend = "docker"
     pid_namespace = True
 
-    def __init__(self, limits: Optional[Limits] = None, *, image: Optional[str] = None,
+    def __init__(self, limits: Optional[ResourceLimits] = None, *, image: Optional[str] = None,
                  python: str = "/usr/bin/python3", user: str = "65534:65534", cpus: float = 1.0,
                  runtime: Optional[str] = None, base_url: Optional[str] = None, **kw: Any):
         super().__init__(limits, **kw)

@@ -27,7 +27,7 @@ from functools import lru_cache
 from typing import Optional
 
 from .base import (
-    Limits,
+    ResourceLimits,
     Sandbox,
     SandboxUnavailable,
     Transport,
@@ -177,7 +177,7 @@ class LocalSandbox(Sandbox):
     backend = "local"
     pid_namespace = True
 
-    def __init__(self, limits: Optional[Limits] = None, *, python: Optional[str] = None,
+    def __init__(self, limits: Optional[ResourceLimits] = None, *, python: Optional[str] = None,
                  cgroups: Optional[bool] = None, extra_ro_binds: tuple = (), **kw):
         super().__init__(limits, **kw)
         self.python = python or default_python()
