@@ -179,10 +179,41 @@ class WorkerDied(Exception):
 
 
 class Transport:
-    """A byte channel to one worker: ``send`` and ``recv_exact`` with deadlines."""
+    """A byte channel to one worker: ``send`` and ``recv_exact`` with deadlines.
 
-    def send(self, data: bytes, deadline: float) -> None:  # pragma: no cover - interface
-        """Write all of ``data`` before ``deadline`` or raise :class:`WorkerDied`."""
+    ``send`` is shared: a subclass says what ``select`` waits on (:meth:`_writable`) and does
+    one non-blocking write (:meth:`_write_some`); ``peer`` and ``channel`` name the other end
+    and the channel in error messages.
+    """
+
+    peer: ClassVar[str] = "worker"
+    channel: ClassVar[str] = "worker pipe"
+
+    def send(self, data: bytes, deadline: float) -> None:
+        """Write all of ``data`` before ``deadline`` (non-blocking writes + select) or raise
+        :class:`WorkerDied`."""
+        view = memoryview(data)
+        while view:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise WorkerDied(f"timed out writing to the {self.peer}")
+            _, w, _ = select.select([], [self._writable()], [], left)
+            if not w:
+                continue
+            try:
+                n = self._write_some(view)
+            except BlockingIOError:
+                continue
+            except OSError as e:
+                raise WorkerDied(f"{self.channel} closed ({e})") from None
+            view = view[n:]
+
+    def _writable(self) -> Any:  # pragma: no cover - interface
+        """What ``select`` waits on until a write can proceed (an fd or a socket)."""
+        raise NotImplementedError
+
+    def _write_some(self, view: memoryview) -> int:  # pragma: no cover - interface
+        """One non-blocking write of (a prefix of) ``view``; returns the bytes written."""
         raise NotImplementedError
 
     def recv_exact(self, n: int, deadline: float) -> bytes:  # pragma: no cover - interface
@@ -207,23 +238,13 @@ class PipeTransport(Transport):
         self.rfd = proc.stdout.fileno()
         os.set_blocking(self.wfd, False)
 
-    def send(self, data: bytes, deadline: float) -> None:
-        """Write with a deadline (non-blocking pipe + select)."""
-        view = memoryview(data)
-        while view:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise WorkerDied("timed out writing to the worker")
-            _, w, _ = select.select([], [self.wfd], [], left)
-            if not w:
-                continue
-            try:
-                n = os.write(self.wfd, view)
-            except BlockingIOError:
-                continue
-            except OSError as e:
-                raise WorkerDied(f"worker pipe closed ({e})") from None
-            view = view[n:]
+    def _writable(self) -> int:
+        """The worker's stdin pipe (non-blocking)."""
+        return self.wfd
+
+    def _write_some(self, view: memoryview) -> int:
+        """``os.write`` to the worker's stdin pipe."""
+        return os.write(self.wfd, view)
 
     def recv_exact(self, n: int, deadline: float) -> bytes:
         """Read with a deadline; EOF means the worker died."""
