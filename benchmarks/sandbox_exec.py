@@ -36,11 +36,13 @@ SNIPPET = "print(1)"
 
 
 def pct(xs, p):
+    """The ``p``-th percentile of ``xs`` (nearest rank)."""
     xs = sorted(xs)
     return xs[min(len(xs) - 1, int(round(p / 100 * (len(xs) - 1))))]
 
 
 def latency(fn, n, warm=5):
+    """Seconds taken by each of ``n`` calls of ``fn``, after ``warm`` untimed calls."""
     for _ in range(warm):
         fn()
     out = []
@@ -77,11 +79,13 @@ def throughput(make_fn, workers, seconds):
 
 
 def check(r):
+    """Raise unless the result ``r`` printed exactly the snippet's ``1``."""
     if r.stdout != "1\n":
         raise RuntimeError(f"bad result {r!r}")
 
 
 def main() -> int:
+    """Measure every available method and print the table; returns the exit status."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n", type=int, default=300, help="timed calls per latency row")
     ap.add_argument("--cold-n", type=int, default=30, help="timed calls for cold-start rows")

@@ -20,7 +20,7 @@ from typing import Optional
 
 from .base import (
     ExecResult,
-    Limits,
+    ResourceLimits,
     Sandbox,
     SandboxConfigError,
     SandboxError,
@@ -33,7 +33,7 @@ from .pool import SandboxPool
 __all__ = [
     "BACKENDS",
     "ExecResult",
-    "Limits",
+    "ResourceLimits",
     "Sandbox",
     "SandboxConfigError",
     "SandboxError",
@@ -71,7 +71,7 @@ def _backend_class(name: str):
 
 
 def make_sandbox(backend: Optional[str] = None, **kwargs) -> Sandbox:
-    """Create an (unstarted) sandbox. ``kwargs`` are :class:`Limits` fields (``timeout``,
+    """Create an (unstarted) sandbox. ``kwargs`` are :class:`ResourceLimits` fields (``timeout``,
     ``memory_mb``, ``processes``, ...) plus backend options (``python``, ``image``, ...).
 
     The sandbox starts on first use or with ``with``/``start()``. Raises
@@ -81,9 +81,9 @@ def make_sandbox(backend: Optional[str] = None, **kwargs) -> Sandbox:
     cls = _backend_class(name)
     limits = kwargs.pop("limits", None)
     if limits is None:
-        limits = Limits.from_kwargs(kwargs)
-    elif not isinstance(limits, Limits):
-        raise SandboxConfigError("limits= must be a rao_envs.sandboxes.Limits")
+        limits = ResourceLimits.from_kwargs(kwargs)
+    elif not isinstance(limits, ResourceLimits):
+        raise SandboxConfigError("limits= must be a rao_envs.sandboxes.ResourceLimits")
     check = getattr(cls, "check_available", None)
     if check is not None and name == "local":
         check()

@@ -28,18 +28,12 @@ import time
 from dataclasses import dataclass
 from typing import Any, ClassVar, Optional
 
-try:  # the engine's error classes, so a task tool can re-raise our errors unchanged
-    from rao_envs.errors import ConfigError as _ConfigBase
-    from rao_envs.errors import InfraError as _InfraBase
-    from rao_envs.errors import RaoEnvsError as _UserBase
-except ImportError:  # pragma: no cover - only while the core is being written
-    _InfraBase = RuntimeError  # type: ignore[assignment,misc]
-    _UserBase = RuntimeError  # type: ignore[assignment,misc]
-    _ConfigBase = ValueError  # type: ignore[assignment,misc]
+# the engine's error classes, so a task tool can re-raise our errors unchanged
+from rao_envs.errors import ConfigError, InfraError, RaoEnvsError
 
 __all__ = [
     "ExecResult",
-    "Limits",
+    "ResourceLimits",
     "Sandbox",
     "Session",
     "SandboxError",
@@ -58,15 +52,15 @@ class SandboxError(Exception):
     """Base class of every error raised by :mod:`rao_envs.sandboxes`."""
 
 
-class SandboxUnavailable(SandboxError, _UserBase):
+class SandboxUnavailable(SandboxError, RaoEnvsError):
     """The backend cannot run on this machine; the message says what to install or use instead."""
 
 
-class SandboxConfigError(SandboxError, _ConfigBase):
+class SandboxConfigError(SandboxError, ConfigError):
     """Bad arguments to :func:`make_sandbox` or a backend (unknown limit, wrong type)."""
 
 
-class SandboxInfraError(SandboxError, _InfraBase):
+class SandboxInfraError(SandboxError, InfraError):
     """The sandbox itself failed (worker died, no reply, engine gone): not the agent's fault.
 
     Subclasses ``rao_envs.errors.InfraError``, so raising it from a task tool marks the node
@@ -80,7 +74,7 @@ class SandboxInfraError(SandboxError, _InfraBase):
 
 # --------------------------------------------------------------------------- limits / results
 @dataclass(frozen=True)
-class Limits:
+class ResourceLimits:
     """Resource limits applied to every session of a box (all optional, 0 = backend default off).
 
     ``timeout`` is the default wall-clock limit per :meth:`Sandbox.run`; ``cpu_seconds`` the CPU
@@ -100,7 +94,7 @@ class Limits:
     output_bytes: int = 64 * 1024
 
     @classmethod
-    def from_kwargs(cls, kwargs: dict) -> "Limits":
+    def from_kwargs(cls, kwargs: dict) -> "ResourceLimits":
         """Pop the limit fields out of ``kwargs`` (mutated) and validate them."""
         names = {f.name for f in dataclasses.fields(cls)}
         picked = {k: kwargs.pop(k) for k in list(kwargs) if k in names}
@@ -185,10 +179,41 @@ class WorkerDied(Exception):
 
 
 class Transport:
-    """A byte channel to one worker: ``send`` and ``recv_exact`` with deadlines."""
+    """A byte channel to one worker: ``send`` and ``recv_exact`` with deadlines.
 
-    def send(self, data: bytes, deadline: float) -> None:  # pragma: no cover - interface
-        """Write all of ``data`` before ``deadline`` or raise :class:`WorkerDied`."""
+    ``send`` is shared: a subclass says what ``select`` waits on (:meth:`_writable`) and does
+    one non-blocking write (:meth:`_write_some`); ``peer`` and ``channel`` name the other end
+    and the channel in error messages.
+    """
+
+    peer: ClassVar[str] = "worker"
+    channel: ClassVar[str] = "worker pipe"
+
+    def send(self, data: bytes, deadline: float) -> None:
+        """Write all of ``data`` before ``deadline`` (non-blocking writes + select) or raise
+        :class:`WorkerDied`."""
+        view = memoryview(data)
+        while view:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise WorkerDied(f"timed out writing to the {self.peer}")
+            _, w, _ = select.select([], [self._writable()], [], left)
+            if not w:
+                continue
+            try:
+                n = self._write_some(view)
+            except BlockingIOError:
+                continue
+            except OSError as e:
+                raise WorkerDied(f"{self.channel} closed ({e})") from None
+            view = view[n:]
+
+    def _writable(self) -> Any:  # pragma: no cover - interface
+        """What ``select`` waits on until a write can proceed (an fd or a socket)."""
+        raise NotImplementedError
+
+    def _write_some(self, view: memoryview) -> int:  # pragma: no cover - interface
+        """One non-blocking write of (a prefix of) ``view``; returns the bytes written."""
         raise NotImplementedError
 
     def recv_exact(self, n: int, deadline: float) -> bytes:  # pragma: no cover - interface
@@ -213,23 +238,13 @@ class PipeTransport(Transport):
         self.rfd = proc.stdout.fileno()
         os.set_blocking(self.wfd, False)
 
-    def send(self, data: bytes, deadline: float) -> None:
-        """Write with a deadline (non-blocking pipe + select)."""
-        view = memoryview(data)
-        while view:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise WorkerDied("timed out writing to the worker")
-            _, w, _ = select.select([], [self.wfd], [], left)
-            if not w:
-                continue
-            try:
-                n = os.write(self.wfd, view)
-            except BlockingIOError:
-                continue
-            except OSError as e:
-                raise WorkerDied(f"worker pipe closed ({e})") from None
-            view = view[n:]
+    def _writable(self) -> int:
+        """The worker's stdin pipe (non-blocking)."""
+        return self.wfd
+
+    def _write_some(self, view: memoryview) -> int:
+        """``os.write`` to the worker's stdin pipe."""
+        return os.write(self.wfd, view)
 
     def recv_exact(self, n: int, deadline: float) -> bytes:
         """Read with a deadline; EOF means the worker died."""
@@ -295,13 +310,13 @@ class Sandbox:
     #: whether sessions can be forked (every backend running the shared worker can)
     can_fork: ClassVar[bool] = True
 
-    def __init__(self, limits: Optional[Limits] = None, *, preload: tuple = DEFAULT_PRELOAD,
+    def __init__(self, limits: Optional[ResourceLimits] = None, *, preload: tuple = DEFAULT_PRELOAD,
                  start_timeout: float = 30.0, **options: Any):
         if options:
             raise SandboxConfigError(
                 f"unknown option(s) for the {self.backend!r} sandbox: {sorted(options)}; limits are "
-                f"{[f.name for f in dataclasses.fields(Limits)]}")
-        self.limits = limits or Limits()
+                f"{[f.name for f in dataclasses.fields(ResourceLimits)]}")
+        self.limits = limits or ResourceLimits()
         self.preload = tuple(preload)
         self.start_timeout = float(start_timeout)
         self._lock = threading.RLock()

@@ -25,7 +25,7 @@ import threading
 import time
 from typing import Any, Optional
 
-from .base import Limits, Sandbox, SandboxInfraError, SandboxUnavailable, Transport, WorkerDied, worker_source
+from .base import ResourceLimits, Sandbox, SandboxInfraError, SandboxUnavailable, Transport, WorkerDied, worker_source
 from .image import default_image
 
 LABEL = "rao_envs.sandbox"
@@ -91,6 +91,9 @@ def reap_orphans(client, owner_prefix: Optional[str] = None) -> int:
 class _DockerStreamTransport(Transport):
     """Channel over a container's attached socket, demultiplexing Docker's 8-byte frame headers."""
 
+    peer = "container"
+    channel = "container stream"
+
     def __init__(self, sock: socket.socket):
         self.sock = sock
         self.buf = bytearray()  # demultiplexed stdout bytes
@@ -98,23 +101,13 @@ class _DockerStreamTransport(Transport):
         self.stderr = bytearray()
         self.sock.setblocking(False)
 
-    def send(self, data: bytes, deadline: float) -> None:
-        """Write with a deadline."""
-        view = memoryview(data)
-        while view:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise WorkerDied("timed out writing to the container")
-            _, w, _ = select.select([], [self.sock], [], left)
-            if not w:
-                continue
-            try:
-                n = self.sock.send(view)
-            except BlockingIOError:
-                continue
-            except OSError as e:
-                raise WorkerDied(f"container stream closed ({e})") from None
-            view = view[n:]
+    def _writable(self) -> socket.socket:
+        """The attached socket (non-blocking)."""
+        return self.sock
+
+    def _write_some(self, view: memoryview) -> int:
+        """``send`` on the attached socket (the container's stdin)."""
+        return self.sock.send(view)
 
     def _pump(self, deadline: float) -> None:
         left = deadline - time.monotonic()
@@ -175,7 +168,7 @@ class DockerSandbox(Sandbox):
     backend = "docker"
     pid_namespace = True
 
-    def __init__(self, limits: Optional[Limits] = None, *, image: Optional[str] = None,
+    def __init__(self, limits: Optional[ResourceLimits] = None, *, image: Optional[str] = None,
                  python: str = "/usr/bin/python3", user: str = "65534:65534", cpus: float = 1.0,
                  runtime: Optional[str] = None, base_url: Optional[str] = None, **kw: Any):
         super().__init__(limits, **kw)

@@ -22,11 +22,12 @@ import shutil
 import subprocess
 import sys
 import threading
+import time
 from functools import lru_cache
 from typing import Optional
 
 from .base import (
-    Limits,
+    ResourceLimits,
     Sandbox,
     SandboxUnavailable,
     Transport,
@@ -86,7 +87,6 @@ class _Cgroup:
     def __init__(self, name: str, memory_bytes: int, pids: int):
         self.dirs: list = []
         self.fds: list = []
-        self.note = ""
         for ctrl, files in (("memory", {"memory.limit_in_bytes": memory_bytes,
                                         "memory.memsw.limit_in_bytes": memory_bytes}),
                             ("pids", {"pids.max": pids})):
@@ -96,8 +96,7 @@ class _Cgroup:
             path = os.path.join(base, name)
             try:
                 os.mkdir(path, 0o755)
-            except OSError as e:
-                self.note += f"{ctrl}: {e}; "
+            except OSError:
                 continue
             self.dirs.append(path)
             for fname, value in files.items():
@@ -110,8 +109,8 @@ class _Cgroup:
                     pass  # e.g. memsw absent without swap accounting
             try:
                 self.fds.append(os.open(os.path.join(path, "cgroup.procs"), os.O_WRONLY | os.O_CLOEXEC))
-            except OSError as e:
-                self.note += f"{ctrl}: {e}; "
+            except OSError:
+                pass
 
     @staticmethod
     def _own(ctrl: str) -> Optional[str]:
@@ -136,18 +135,6 @@ class _Cgroup:
                 os.write(fd, b"0")
             except OSError:
                 pass
-
-    def oom_killed(self) -> bool:
-        """True if the memory cgroup killed something."""
-        for d in self.dirs:
-            try:
-                with open(os.path.join(d, "memory.oom_control")) as f:
-                    for line in f:
-                        if line.startswith("oom_kill ") and int(line.split()[1]) > 0:
-                            return True
-            except (OSError, ValueError):
-                pass
-        return False
 
     def remove(self) -> None:
         """Close fds and remove the (now empty) cgroup dirs; never raises."""
@@ -175,8 +162,6 @@ class _Cgroup:
                                     pass
                     except OSError:
                         pass
-                    import time
-
                     time.sleep(0.01)
         self.dirs = []
 
@@ -192,7 +177,7 @@ class LocalSandbox(Sandbox):
     backend = "local"
     pid_namespace = True
 
-    def __init__(self, limits: Optional[Limits] = None, *, python: Optional[str] = None,
+    def __init__(self, limits: Optional[ResourceLimits] = None, *, python: Optional[str] = None,
                  cgroups: Optional[bool] = None, extra_ro_binds: tuple = (), **kw):
         super().__init__(limits, **kw)
         self.python = python or default_python()

@@ -16,7 +16,7 @@ import threading
 import warnings
 from typing import Optional
 
-from .base import Limits, Sandbox, Transport, kill_process_group, spawn_worker, worker_source
+from .base import ResourceLimits, Sandbox, Transport, kill_process_group, spawn_worker, worker_source
 
 _warned = False
 _warn_lock = threading.Lock()
@@ -38,7 +38,7 @@ class ProcessSandbox(Sandbox):
     backend = "process"
     pid_namespace = False
 
-    def __init__(self, limits: Optional[Limits] = None, *, python: Optional[str] = None,
+    def __init__(self, limits: Optional[ResourceLimits] = None, *, python: Optional[str] = None,
                  workdir: Optional[str] = None, warn: bool = True, **kw):
         super().__init__(limits, **kw)
         self.python = python or sys.executable

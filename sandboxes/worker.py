@@ -302,12 +302,166 @@ def _is_zombie(pid):
         return stat[stat.rindex(b")") + 2:stat.rindex(b")") + 3] in (b"Z", b"X")
     except (OSError, ValueError):
         return True  # gone already
+
+
 class _Session:
     __slots__ = ("pid", "sock")
 
     def __init__(self, pid, sock):
         self.pid = pid
         self.sock = sock
+
+
+# --------------------------------------------------------------------------- one run (fork-server side)
+def _append_capped(buf, data, cap):
+    """Append to ``buf`` as much of ``data`` as fits in ``cap`` bytes; True if some was cut off."""
+    room = cap - len(buf)
+    buf += data[: max(room, 0)]
+    return len(data) > room
+
+
+class _RunOutput:
+    """The stdout/stderr pipes of one run and the bytes read from each (at most ``cap``)."""
+
+    def __init__(self, cap):
+        self.cap = cap
+        self.out_r, self.out_w = os.pipe()
+        self.err_r, self.err_w = os.pipe()
+        self.bufs = {self.out_r: bytearray(), self.err_r: bytearray()}
+        self.open_fds = [self.out_r, self.err_r]
+        self.truncated = False
+
+    def close_write_ends(self):
+        """Close this process's copies of the write ends (the session holds its own)."""
+        os.close(self.out_w)
+        os.close(self.err_w)
+
+    def _close(self, fd):
+        os.close(fd)
+        self.open_fds.remove(fd)
+
+    def read(self, fd):
+        """Read one chunk from ``fd``; close it at EOF, or once it overflows the cap (the
+        writer then gets EPIPE / BrokenPipeError)."""
+        data = os.read(fd, 65536)
+        if not data:
+            self._close(fd)
+        elif _append_capped(self.bufs[fd], data, self.cap):
+            self.truncated = True
+            self._close(fd)
+
+    def drain(self):
+        """Read what the open pipes already hold, without blocking, then close them."""
+        for fd in self.open_fds:
+            try:
+                while len(self.bufs[fd]) < self.cap:
+                    r, _, _ = select.select([fd], [], [], 0)
+                    if not r:
+                        break
+                    data = os.read(fd, 65536)
+                    if not data:
+                        break
+                    if _append_capped(self.bufs[fd], data, self.cap):
+                        self.truncated = True
+            except OSError:
+                pass
+            os.close(fd)
+        self.open_fds = []
+
+    def text(self, fd):
+        """What was read from the pipe ``fd``, decoded (undecodable bytes replaced)."""
+        return self.bufs[fd].decode("utf-8", "replace")
+
+
+def _send_run(session, req, output):
+    """Hand ``session`` the cell and the write ends of ``output``'s pipes; False if it is gone."""
+    try:
+        socket.send_fds(session.sock, [b"R"], [output.out_w, output.err_w])
+        session.sock.sendall(_frame({"code": req["code"], "cpu": req.get("cpu")}))
+        return True
+    except OSError:
+        return False
+
+
+def _pump(session, output, deadline):
+    """Read ``session``'s output into ``output`` until the session reports the run done.
+
+    After the report, the pipes get ``_GRACE`` seconds to reach EOF. At ``deadline`` the
+    session is sent SIGINT; if it has not reported ``_INT_GRACE`` seconds later it is given
+    up on. Returns ``(done, timed_out)``: ``done`` is the session's report, or None when the
+    session died, sent garbage or must be killed.
+    """
+    ctrl = session.sock.fileno()
+    done = None
+    dead = False
+    timed_out = False
+    interrupted_at = None
+    grace_until = None
+    while not dead:
+        now = time.monotonic()
+        if done is not None and (not output.open_fds or now >= grace_until):
+            break
+        if done is None:
+            if interrupted_at is None and now >= deadline:
+                timed_out = True
+                interrupted_at = now
+                try:
+                    os.kill(session.pid, signal.SIGINT)
+                except OSError:
+                    pass
+            if interrupted_at is not None and now >= interrupted_at + _INT_GRACE:
+                dead = True
+                break
+        if done is not None:
+            limit = grace_until
+        elif interrupted_at is not None:
+            limit = interrupted_at + _INT_GRACE
+        else:
+            limit = deadline
+        watch = list(output.open_fds) + ([ctrl] if done is None else [])
+        try:
+            ready, _, _ = select.select(watch, [], [], max(0.0, limit - now))
+        except InterruptedError:
+            continue
+        for fd in ready:
+            if fd != ctrl:
+                output.read(fd)
+                continue
+            try:
+                done = _read_frame(ctrl, _MAX_SESSION_FRAME, time.monotonic() + 1.0)
+                if not isinstance(done, dict):
+                    raise ValueError("bad reply")
+                grace_until = time.monotonic() + _GRACE
+            except Exception:  # EOF, garbage or stall: the session is gone
+                dead = True
+    return (None if dead else done), timed_out
+
+
+def _classify(done, status, timed_out, timeout):
+    """The outcome of one run as ``(exit code, error kind, notes for stderr)``.
+
+    ``done`` is the session's own report, or None when it died or was killed (``status`` is
+    then its wait status, or None if unknown); ``timed_out`` says the wall clock ran out.
+    """
+    if done is None:
+        if timed_out:
+            return -signal.SIGKILL, "timeout", [
+                "[sandbox] wall-clock timeout after %.1fs: the session was killed" % timeout]
+        exit_code, kind = -signal.SIGKILL, "crashed"
+        if status is not None and os.WIFSIGNALED(status):
+            exit_code = -os.WTERMSIG(status)
+            if exit_code == -signal.SIGXCPU:
+                kind = "timeout"
+        elif status is not None and os.WIFEXITED(status):
+            exit_code = os.WEXITSTATUS(status)
+        return exit_code, kind, ["[sandbox] the session process died (exit %d)" % exit_code]
+    exit_code = int(done.get("exit", 0)) if isinstance(done.get("exit", 0), int) else 1
+    kind = done.get("kind")
+    if kind not in (None, "exception", "memory", "timeout"):
+        kind = "exception"
+    if timed_out:
+        return exit_code, "timeout", ["[sandbox] wall-clock timeout after %.1fs: interrupted" % timeout]
+    return exit_code, kind, []
 
 
 class Server:
@@ -396,6 +550,7 @@ class Server:
 
     # ----- ops
     def op_new(self, req):
+        """Start a fresh, empty session ``sid``."""
         sid = int(req["sid"])
         if sid in self.sessions:
             return {"error": "session %d exists" % sid}
@@ -403,11 +558,13 @@ class Server:
         return {"ok": True}
 
     def op_close(self, req):
+        """Kill session ``sid`` and whatever it left running."""
         self._kill_session(int(req["sid"]))
         self.sweep()
         return {"ok": True}
 
     def op_fork(self, req):
+        """Fork session ``src`` into a new session ``sid`` with a copy of its globals."""
         src, sid = int(req["src"]), int(req["sid"])
         s = self.sessions.get(src)
         if s is None:
@@ -435,138 +592,45 @@ class Server:
         return {"ok": True}
 
     def op_run(self, req):
+        """Run one cell in session ``sid`` (spawned if missing); reply with its output and outcome.
+
+        A session that dies, or overruns its wall clock and ignores SIGINT, is killed and
+        replaced by a fresh one (``restarted``).
+        """
         sid = int(req["sid"])
         if sid not in self.sessions:
             self._spawn(sid)
         s = self.sessions[sid]
         timeout = float(req.get("timeout") or 10.0)
         t0 = time.monotonic()
-        out_r, out_w = os.pipe()
-        err_r, err_w = os.pipe()
-        bufs = {out_r: bytearray(), err_r: bytearray()}
-        open_fds = [out_r, err_r]
-        truncated = False
-        try:
-            socket.send_fds(s.sock, [b"R"], [out_w, err_w])
-            s.sock.sendall(_frame({"code": req["code"], "cpu": req.get("cpu")}))
-            sent = True
-        except OSError:
-            sent = False
-        os.close(out_w)
-        os.close(err_w)
-        ctrl = s.sock.fileno()
-        done = None
-        dead = not sent
-        timed_out = False
-        interrupted_at = None
-        grace_until = None
-        deadline = t0 + timeout
-        while not dead:
-            now = time.monotonic()
-            if done is not None and (not open_fds or now >= grace_until):
-                break
-            if done is None:
-                if interrupted_at is None and now >= deadline:
-                    timed_out = True
-                    interrupted_at = now
-                    try:
-                        os.kill(s.pid, signal.SIGINT)
-                    except OSError:
-                        pass
-                if interrupted_at is not None and now >= interrupted_at + _INT_GRACE:
-                    dead = True
-                    break
-            limit = grace_until if done is not None else (
-                interrupted_at + _INT_GRACE if interrupted_at is not None else deadline)
-            wait = max(0.0, limit - now)
-            watch = list(open_fds) + ([ctrl] if done is None else [])
-            try:
-                ready, _, _ = select.select(watch, [], [], wait)
-            except InterruptedError:
-                continue
-            for fd in ready:
-                if fd == ctrl:
-                    try:
-                        done = _read_frame(ctrl, _MAX_SESSION_FRAME, time.monotonic() + 1.0)
-                        if not isinstance(done, dict):
-                            raise ValueError("bad reply")
-                        grace_until = time.monotonic() + _GRACE
-                    except Exception:  # EOF, garbage or stall: the session is gone
-                        dead = True
-                    continue
-                data = os.read(fd, 65536)
-                if not data:
-                    os.close(fd)
-                    open_fds.remove(fd)
-                    continue
-                buf = bufs[fd]
-                room = self.out_cap - len(buf)
-                buf += data[: max(room, 0)]
-                if len(data) > room:
-                    truncated = True
-                    os.close(fd)  # the writer now gets EPIPE / BrokenPipeError
-                    open_fds.remove(fd)
-        # drain what is already buffered without blocking, then close the pipes
-        for fd in list(open_fds):
-            try:
-                while len(bufs[fd]) < self.out_cap:
-                    r, _, _ = select.select([fd], [], [], 0)
-                    if not r:
-                        break
-                    data = os.read(fd, 65536)
-                    if not data:
-                        break
-                    room = self.out_cap - len(bufs[fd])
-                    bufs[fd] += data[:room]
-                    if len(data) > room:
-                        truncated = True
-            except OSError:
-                pass
-            os.close(fd)
+        output = _RunOutput(self.out_cap)
+        sent = _send_run(s, req, output)
+        output.close_write_ends()
+        done, timed_out = _pump(s, output, t0 + timeout) if sent else (None, False)
+        output.drain()
         duration = time.monotonic() - t0
-        notes = []
-        restarted = False
-        if dead:
-            status = self._kill_session(sid)
-            restarted = True
-            if timed_out:
-                exit_code, kind = -signal.SIGKILL, "timeout"
-                notes.append("[sandbox] wall-clock timeout after %.1fs: the session was killed" % timeout)
-            else:
-                exit_code, kind = -signal.SIGKILL, "crashed"
-                if status is not None and os.WIFSIGNALED(status):
-                    exit_code = -os.WTERMSIG(status)
-                    if exit_code == -signal.SIGXCPU:
-                        kind = "timeout"
-                elif status is not None and os.WIFEXITED(status):
-                    exit_code = os.WEXITSTATUS(status)
-                notes.append("[sandbox] the session process died (exit %d)" % exit_code)
-        else:
-            exit_code = int(done.get("exit", 0)) if isinstance(done.get("exit", 0), int) else 1
-            kind = done.get("kind")
-            if kind not in (None, "exception", "memory", "timeout"):
-                kind = "exception"
-            if timed_out:
-                kind = "timeout"
-                notes.append("[sandbox] wall-clock timeout after %.1fs: interrupted" % timeout)
+        restarted = done is None
+        status = self._kill_session(sid) if restarted else None
+        exit_code, kind, notes = _classify(done, status, timed_out, timeout)
         self.sweep()
         if restarted:
             self._spawn(sid)
             notes.append("[sandbox] a fresh session was started: variables from earlier calls are gone")
-        stderr = bufs[err_r].decode("utf-8", "replace")
+        stderr = output.text(output.err_r)
         if notes:
             stderr = stderr + ("\n" if stderr and not stderr.endswith("\n") else "") + "\n".join(notes) + "\n"
         return {
-            "stdout": bufs[out_r].decode("utf-8", "replace"),
+            "stdout": output.text(output.out_r),
             "stderr": stderr,
             "exit": exit_code,
             "duration": duration,
-            "truncated": truncated,
+            "truncated": output.truncated,
             "error_kind": kind,
             "restarted": restarted,
         }
 
     def op_reset(self, req):
+        """Kill every session and empty the work dir."""
         for sid in list(self.sessions):
             self._kill_session(sid)
         self.sweep()
@@ -592,6 +656,7 @@ class Server:
                 pass
 
     def op_put(self, req):
+        """Write base64 ``data`` to ``path`` under the work dir (no symlinks followed)."""
         import base64
 
         fd = _open_beneath(self.cfg["workdir"], req["path"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
@@ -602,6 +667,7 @@ class Server:
         return {"ok": True}
 
     def op_get(self, req):
+        """Read ``path`` under the work dir as base64, refusing files over ``limit`` bytes."""
         import base64
 
         fd = _open_beneath(self.cfg["workdir"], req["path"], os.O_RDONLY)
@@ -620,6 +686,7 @@ class Server:
         return {"ok": True, "data": base64.b64encode(bytes(data)).decode("ascii")}
 
     def op_ping(self, req):
+        """Liveness check: this process's pid and the open session ids."""
         return {"ok": True, "pid": self.my_pid, "sessions": sorted(self.sessions)}
 
     def serve(self, fd_in, fd_out):
@@ -646,6 +713,7 @@ class Server:
 
 
 def main():
+    """Entry point inside the box: set up the private channel fds, preload, then serve."""
     cfg = json.loads(sys.argv[1]) if len(sys.argv) > 1 else {}
     try:
         import ctypes

@@ -89,11 +89,13 @@ def build(backend: str, **kw):
 
 @pytest.fixture(params=BACKENDS)
 def backend(request) -> str:
+    """The backend name, one test per entry of ``BACKENDS``."""
     return request.param
 
 
 @pytest.fixture
 def sandbox(backend):
+    """A started sandbox of ``backend`` with the small test limits, stopped afterwards."""
     sb = build(backend)
     with sb:
         yield sb

@@ -13,7 +13,7 @@ import pytest
 from conftest import build
 from rao_envs.sandboxes import (
     ExecResult,
-    Limits,
+    ResourceLimits,
     SandboxConfigError,
     SandboxError,
     SandboxInfraError,
@@ -186,7 +186,7 @@ def test_make_sandbox_rejects_bad_arguments():
     with pytest.raises(SandboxConfigError, match="unknown option"):
         make_sandbox("process", colour="blue", warn=False)
     with pytest.raises(SandboxConfigError):
-        Limits.from_kwargs({"timeout": 0})
+        ResourceLimits.from_kwargs({"timeout": 0})
 
 
 def test_missing_bwrap_names_the_package_and_the_fallback(monkeypatch):
