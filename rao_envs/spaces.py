@@ -41,12 +41,16 @@ def observation_space(max_obs_chars: int, max_depth: int, max_steps: int, tree_b
     )
 
 
-def text_observation(engine, node_id: str) -> dict:
-    """The ``Dict(text, node, depth, budget)`` observation of one node of a running engine."""
+def text_observation(engine, node_id: str, text: str | None = None) -> dict:
+    """The ``Dict(text, node, depth, budget)`` observation of one node of a running engine.
+
+    ``text`` is the node's observation text when the caller already has it (else
+    ``engine.observe(node_id)`` is read); it is sanitised to :data:`CHARSET` here.
+    """
     node = engine.tree.nodes[node_id]
     pool = engine.tree_budget_left
     return {
-        "text": sanitize(engine.observe(node_id)),
+        "text": sanitize(engine.observe(node_id) if text is None else text),
         "node": node_id,
         "depth": node.depth,
         "budget": np.array([max(node.steps_left, 0), pool if pool is not None else 0], dtype=np.float32),

@@ -37,7 +37,7 @@ CANCELLED = NodeStatus.CANCELLED
 TRUNC_MARK = "\n…[truncated {n} characters]"
 
 
-@dataclass
+@dataclass(slots=True)
 class StepOutcome:
     """Everything one turn changed: the node that acted, nodes that ended or spawned, and what comes next.
 
@@ -148,7 +148,10 @@ class TreeEngine:
     @property
     def selection(self) -> str | None:
         """The node whose turn it is in the fair round-robin order (None when the episode is done)."""
-        q, nodes = self._queue, self._tree().nodes
+        tree = self.tree
+        if tree is None:
+            raise ResetNeededError("call reset() before using the engine")
+        q, nodes = self._queue, tree.nodes
         while q:
             head = q[0]
             if nodes[head].status is RUNNING:
@@ -160,15 +163,6 @@ class TreeEngine:
     def active(self) -> str | None:
         """The :attr:`selection` (kept for callers of the earlier API)."""
         return self.selection
-
-    def _rotate(self) -> None:
-        """Move the head of the queue (the node that just acted) to the tail, if it can still act."""
-        q = self._queue
-        if q:
-            head = q.popleft()
-            self._queued.discard(head)
-            if self._tree().nodes[head].status is RUNNING:
-                self._enqueue(head)
 
     def runnable(self) -> list[str]:
         """Every node awaiting an action, in spawn order."""
@@ -213,10 +207,11 @@ class TreeEngine:
         nodes = self._tree().nodes
         node = nodes.get(node_id) or self._node(node_id)
         results: dict[str, ChildResult] = {}
-        for c in node.children:
-            child = nodes[c]
-            if child.status.ended and child.status is not CANCELLED:
-                results[c] = {"status": child.status.value, "result": child.result}
+        if node.children:
+            for c in node.children:
+                child = nodes[c]
+                if child.status.ended and child.status is not CANCELLED:
+                    results[c] = {"status": child.status.value, "result": child.result}
         return {
             "node": node_id,
             "parent": node.parent,
@@ -226,7 +221,7 @@ class TreeEngine:
             "node_args": node.args,
             "steps_left": node.steps_left,
             "turn": node.steps_used,
-            "children": list(node.children),
+            "children": list(node.children) if node.children else [],
             "child_results": results,
             "refused": node_id in self._refused,
         }
@@ -270,15 +265,21 @@ class TreeEngine:
         what the policy saw); :meth:`step` calls it before the turn. Waiting and ended nodes
         keep their pending messages.
         """
-        node = self._node(node_id)
+        node = self._tree().nodes.get(node_id)
+        if node is None:
+            node = self._node(node_id)  # raises with the list of nodes
         if node.status is RUNNING and self._inbox.get(node_id):  # a waiting node gets its messages when it wakes
             self._commit(node)
         return node.transcript
 
     def _commit(self, node: Node) -> None:
         items = self._inbox.pop(node.id)
-        shown = self._shown.pop(node.id, None)
+        shown = self._shown.pop(node.id, None) if self._shown else None
         transcript = node.transcript
+        if shown is None and len(items) == 1 and items[0][1] is None:  # hot path: one unseen tool result
+            text = f"{items[0][0]}\n\n{self.status_line(node)}"
+            transcript.append({"role": "user", "content": text if len(text) <= self.limits.max_obs_chars else self._clip(text)})
+            return
         start = 0
         if shown is not None:
             for end, text in shown:
@@ -310,8 +311,21 @@ class TreeEngine:
         if node_id is None:
             raise ResetNeededError("the episode is over (or never started); call reset() to start a new one")
         out = self.step(node_id, action)
-        self._rotate()
-        out.next = self.selection
+        # pass the turn on: node_id is still the queue's head (spawns and wake-ups join the tail);
+        # hot path, so the selection's scan is inlined
+        q, nodes = self._queue, self.tree.nodes
+        q.popleft()
+        if nodes[node_id].status is RUNNING:
+            q.append(node_id)
+        else:
+            self._queued.discard(node_id)
+        while q:
+            head = q[0]
+            if nodes[head].status is RUNNING:
+                out.next = head
+                break
+            q.popleft()
+            self._queued.discard(head)
         return out
 
     def step(self, node_id: str, action: str | Action | Completion) -> StepOutcome:
@@ -331,26 +345,28 @@ class TreeEngine:
             raise NodeNotActiveError(
                 f"node {node_id!r} {state}; act on a node from engine.runnable(): {self.runnable()}"
             )
-        completion = action if isinstance(action, Completion) else None
-        if completion is not None:
+        completion = None
+        if type(action) is not str and isinstance(action, Completion):
+            completion = action
             self._record_prompt(node, completion)  # before the commit, as the driver always did
             action = completion.text
         if self._inbox.get(node_id):
             self._commit(node)
-        self._outcome = out = StepOutcome(node_id, [], [])
+        self._outcome = out = StepOutcome(node_id, [], [], {})
         # hot path: plain counters written straight into the models' __dict__ (pydantic's
         # __setattr__ costs ~1 µs each and these fields need no validation)
         clock = tree.__dict__["clock"] = tree.clock + 1
         nd = node.__dict__
         nd["steps_used"] += 1
         nd["last_acted"] = clock
-        if isinstance(action, Action):
+        calls: list[Call] | None = None
+        if type(action) is str:  # hot path: model text
+            text = action
+        elif isinstance(action, Action):
             text = self.protocol.format(action.name, action.args)
-            calls: list[Call] | None = [Call(action.name, dict(action.args))]
+            calls = [Call(action.name, dict(action.args))]
         else:
-            text, calls = action, None
-            if not isinstance(text, str):
-                text = text.decode("utf-8", "replace") if isinstance(text, (bytes, bytearray)) else repr(text)
+            text = action.decode("utf-8", "replace") if isinstance(action, (bytes, bytearray)) else repr(action)
         node.transcript.append({"role": "assistant", "content": text})
         if completion is not None:
             self._record_completion(node, completion)

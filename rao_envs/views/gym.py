@@ -86,16 +86,19 @@ class RaoEnv(gym.Env):
         return self._obs(node), reward, terminated, truncated, self._info(node, ended, out.rewards)
 
     def _obs(self, node_id: str) -> dict[str, Any]:
-        self.engine.commit(node_id)  # the observation is handed to the agent: it joins the node's transcript
-        return text_observation(self.engine, node_id)
+        engine = self.engine
+        transcript = engine.commit(node_id)  # the observation is handed to the agent: it joins the node's transcript
+        running = engine.tree.nodes[node_id].status is NodeStatus.RUNNING
+        return text_observation(engine, node_id, transcript[-1]["content"] if running else None)
 
     def _info(self, node_id: str, ended: list[str], rewards: dict[str, float | None]) -> dict[str, Any]:
         engine = self.engine
         info: dict[str, Any] = engine.node_info(node_id)
-        info["node_args"] = _copy_dicts(info["node_args"])
+        args = info["node_args"]
+        info["node_args"] = _copy_dicts(args) if args else {}
         info["messages"] = engine.tree.nodes[node_id].transcript  # the live chat history of this node (a list: not copied)
         info["ended"] = ended
-        info["rewards"] = dict(rewards)
+        info["rewards"] = dict(rewards) if rewards else {}
         info["tree"] = engine.tree
         return info
 
@@ -106,8 +109,7 @@ class RaoEnv(gym.Env):
         return render_for_mode(self.engine.tree, self.render_mode)
 
 
-def _copy_dicts(value: Any) -> Any:
+def _copy_dicts(value: dict[str, Any]) -> dict[str, Any]:
     """Copy nested dicts (Gymnasium requires fresh info dicts on every call); cheap for small args."""
-    if isinstance(value, dict):
-        return {k: _copy_dicts(v) for k, v in value.items()}
-    return value
+    # hot path (every step): recurse only into dict values, never call for leaves
+    return {k: (_copy_dicts(v) if type(v) is dict else v) for k, v in value.items()}
