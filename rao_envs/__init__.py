@@ -1,10 +1,14 @@
 """rao_envs: gym-style environments for training recursive (self-delegating) LLM agents.
 
-``import rao_envs`` registers every task with Gymnasium as ``rao_envs/<Task>-v0``::
+``import rao_envs`` registers every task with Gymnasium as ``rao_envs/<Name>-v<N>`` (and
+``rao_envs/<Name>Discrete-v<N>`` for a task with a discrete adapter); ``rao-envs list`` shows them::
 
     import gymnasium as gym, rao_envs
-    env = gym.make("rao_envs/TextCraft-v0", difficulty="medium")
-    par = rao_envs.parallel_env("TextCraft-v0")   # PettingZoo view
+    env = gym.make("rao_envs/<Name>-v0", difficulty="medium")
+    par = rao_envs.parallel_env("<Name>-v0")   # PettingZoo view
+
+The core (this package) knows no task: tasks live in ``rao_envs.envs`` (the ``envs/`` folder)
+or in plugins of the ``rao_envs.tasks`` entry-point group.
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ __version__ = "0.1.0"
 
 
 def make(id: str, **kwargs: Any):
-    """``gymnasium.make`` for a rao_envs task id (``TextCraft-v0`` or ``rao_envs/TextCraft-v0``)."""
+    """``gymnasium.make`` for a rao_envs task id (``Name-v0`` or ``rao_envs/Name-v0``)."""
     import gymnasium
 
     spec = task_spec(id)

@@ -1,12 +1,12 @@
 """The ``rao-envs`` command line: list, play, solve, check, render, new-task.
 
     rao-envs list
-    rao-envs play TextCraft-v0 --seed 3            # a person plays a whole tree
-    rao-envs solve TextCraft-v0 --policy oracle --out tree.json
+    rao-envs play TASK-v0 --seed 3                 # a person plays a whole tree
+    rao-envs solve TASK-v0 --policy oracle --out tree.json
     rao-envs render tree.json
-    rao-envs check TextCraft-v0                    # the conformance suite
+    rao-envs check TASK-v0                         # the conformance suite
     rao-envs new-task MyTask --dir .               # a new task file from the template
-    rao-envs rollout TextCraft-v0 --base-url http://localhost:8000/v1 --model NAME -n 64 --group-size 8 --out trees.jsonl
+    rao-envs rollout TASK-v0 --base-url http://localhost:8000/v1 --model NAME -n 64 --group-size 8 --out trees.jsonl
     rao-envs view trees.jsonl --out trees.html     # a self-contained HTML tree viewer
     rao-envs sandbox-build-image                   # offline image for the docker sandbox
 """
@@ -70,12 +70,13 @@ class List:
 
         _load(self.load)
         table = Table(title="rao_envs tasks")
-        for col in ("id", "gymnasium id", "difficulties", "state scope", "source"):
+        for col in ("id", "gymnasium ids (views)", "difficulties", "state scope", "source"):
             table.add_column(col)
         for tid in rao_envs.task_ids():
             spec = rao_envs.task_spec(tid)
             cls = spec.load()
-            table.add_row(tid, f"rao_envs/{tid}", ", ".join(cls.difficulties), cls.state_scope.value, spec.source)
+            views = "\n".join(f"{gym_id} ({view})" for view, gym_id in spec.views.items())
+            table.add_row(tid, views, ", ".join(cls.difficulties), cls.state_scope.value, spec.source)
         Console(width=140).print(table)
         return 0
 
@@ -245,7 +246,7 @@ class Play:
 
 
 def _shorthand(line: str) -> str:
-    """``craft {"a": 1}`` → ``<tool>{"name": "craft", "args": {"a": 1}}</tool>``; else unchanged."""
+    """``NAME {"a": 1}`` → ``<tool>{"name": "NAME", "args": {"a": 1}}</tool>``; else unchanged."""
     from rao_envs.types import Action
 
     m = re.fullmatch(r"([A-Za-z_]\w*)\s*(\{.*\})?", line, re.S)

@@ -1,4 +1,4 @@
-"""Task registry: ids like ``TextCraft-v0`` → :class:`TaskSpec`, mirrored into Gymnasium.
+"""Task registry: ids like ``Name-v0`` → :class:`TaskSpec`, mirrored into Gymnasium.
 
 One registry of specs, as Gymnasium keeps one of ``EnvSpec``: ``register_task`` records a
 :class:`TaskSpec` and registers every view it lists with :func:`gymnasium.register` —
@@ -40,7 +40,7 @@ VIEW_ENTRY_POINTS = {
 
 
 def parse_task_id(id: str) -> tuple[str, int]:
-    """``"TextCraft-v0"`` or ``"rao_envs/TextCraft-v0"`` → ``("TextCraft", 0)``; raises ConfigError otherwise."""
+    """``"Name-v0"`` or ``"rao_envs/Name-v0"`` → ``("Name", 0)``; raises ConfigError otherwise."""
     m = TASK_ID_RE.match(id) if isinstance(id, str) else None
     if m is None or (m.group("namespace") not in (None, GYM_NAMESPACE)):
         raise ConfigError(f"task id {id!r} must look like 'Name-v0' (a name, '-v', a version number), optionally 'rao_envs/Name-v0'")
@@ -73,12 +73,12 @@ class TaskSpec:
 
     @property
     def name(self) -> str:
-        """The task name (``TextCraft`` of ``TextCraft-v0``)."""
+        """The task name (``Name`` of ``Name-v0``)."""
         return parse_task_id(self.id)[0]
 
     @property
     def version(self) -> int:
-        """The version number (``0`` of ``TextCraft-v0``)."""
+        """The version number (``0`` of ``Name-v0``)."""
         return parse_task_id(self.id)[1]
 
     def load(self) -> type[Task]:
@@ -155,7 +155,7 @@ def task_ids() -> list[str]:
 
 
 def task_spec(id: str) -> TaskSpec:
-    """The :class:`TaskSpec` of ``id`` (``TextCraft-v0`` or ``rao_envs/TextCraft-v0``)."""
+    """The :class:`TaskSpec` of ``id`` (``Name-v0`` or ``rao_envs/Name-v0``)."""
     _load_plugins()
     m = TASK_ID_RE.match(id) if isinstance(id, str) else None
     key = f"{m.group('name')}-v{m.group('version')}" if m and m.group("namespace") in (None, GYM_NAMESPACE) else str(id)

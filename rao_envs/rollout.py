@@ -1,7 +1,7 @@
 """Async rollout driver (DESIGN §2.3): many episode trees against one policy or LLM endpoint.
 
-    trees = await rollout("TextCraft-v0", policy, seeds=range(64), group_size=8, concurrency=32)
-    trees = await rollout("Toy-v0", OpenAIPolicy("http://127.0.0.1:8000/v1", "my-model"), [0, 1])
+    trees = await rollout("Name-v0", policy, seeds=range(64), group_size=8, concurrency=32)
+    trees = await rollout("Name-v0", OpenAIPolicy("http://127.0.0.1:8000/v1", "my-model"), [0, 1])
 
 ``policy`` is a chat policy (:mod:`rao_envs.policies`): an async (or plain) callable
 ``policy(messages) -> text`` or ``policy(messages, info) -> text | Completion`` — ``messages``
@@ -15,7 +15,7 @@ or an :class:`~rao_envs.policies.OpenAIPolicy` for any OpenAI-compatible chat en
 an action of every runnable node of the tree at once (siblings concurrently), then applies
 the answers in slot order (``node.slot``, spawn order), whatever order they arrive in; then
 the next round. So the same seeds and the same answers give the same trees, even with
-shared state (TextCraft's inventory) and any latency: :func:`run_sync` is the in-process
+shared state (a ``shared`` state scope) and any latency: :func:`run_sync` is the in-process
 reference with a synchronous ``(obs, info)`` policy, and it produces identical trees.
 Answers are applied as soon as every lower slot is applied; when an applied action ends a
 node (a parent's ``finish`` cancels its open children), the in-flight requests of the nodes

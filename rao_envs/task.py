@@ -37,7 +37,7 @@ TREE_VERBS = ("delegate", "finish", "wait", "cancel")
 class TaskInstance(BaseModel):
     """One generated problem: the root's goal, its structured args, and task data.
 
-    ``data`` holds anything the task needs later (e.g. the starting inventory); it must be
+    ``data`` holds anything the task needs later (e.g. a starting world state); it must be
     JSON-serialisable because it is stored in the :class:`~rao_envs.types.EpisodeTree`.
     """
 
@@ -140,7 +140,7 @@ class Task:
     system_prompt: ClassVar[str] = "You are an agent solving a task step by step."
     """The task's part of every node's system prompt (the engine appends the action space)."""
     delegate_args_doc: ClassVar[str] = ""
-    """Task arguments of ``delegate`` as shown in the prompt's signature, e.g. ``", targets: dict[str, int]"``."""
+    """Task arguments of ``delegate`` as shown in the prompt's signature, e.g. ``", numbers: list[int]"``."""
     instance_model: ClassVar[type[BaseModel] | None] = None
     """Optional typed model of ``TaskInstance.args`` (a frozen pydantic model): when set,
     generated instances are validated against it, so a task's data shape is documented."""

@@ -38,7 +38,7 @@ class NodeStatus(str, Enum):
 class StateScope(str, Enum):
     """How a child's world relates to its parent's (DESIGN §1.5)."""
 
-    SHARED = "shared"  # same state object (TextCraft: one inventory by reference)
+    SHARED = "shared"  # same state object, by reference (e.g. one inventory for the whole tree)
     FORK = "fork"  # deep copy taken at spawn
     ISOLATED = "isolated"  # fresh state built from the child's own args
 
@@ -62,7 +62,7 @@ class Action(BaseModel):
 
     Programmatic users may pass an ``Action`` to ``step`` instead of text::
 
-        env.step(Action.delegate("Craft 2x m3_i4", targets={"m3_i4": 2}))
+        env.step(Action.delegate("Sum the first half", numbers=[3, 4]))
     """
 
     model_config = ConfigDict(frozen=True)
@@ -72,7 +72,7 @@ class Action(BaseModel):
 
     @classmethod
     def delegate(cls, goal: str, **args: Any) -> Action:
-        """Open a child node working on ``goal`` (task args such as ``targets`` as kwargs)."""
+        """Open a child node working on ``goal`` (the task's delegate arguments as kwargs)."""
         return cls(name="delegate", args={"goal": goal, **args})
 
     @classmethod
@@ -158,7 +158,7 @@ class EpisodeTree(BaseModel):
     nodes: dict[str, Node] = Field(default_factory=dict)
     clock: int = 0  # node-steps taken in the whole tree
     lam: float = 0.0  # λ of the local reward R = s + λ·mean(children s)
-    tree_id: str | None = None  # set by the rollout driver, e.g. "TextCraft-v0:3#g2"
+    tree_id: str | None = None  # set by the rollout driver, e.g. "Name-v0:3#g2"
 
     @field_validator("nodes")
     @classmethod

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import numpy as np
 import pytest
 
 import rao_envs
-from rao_envs import InfraError, NodeContext, StateScope, Task, TaskInstance, ToolError, tool
+from rao_envs import Action, InfraError, NodeContext, StateScope, Task, TaskInstance, ToolError, tool
 
 
 class ProbeTask(Task):
@@ -89,8 +88,8 @@ class IsolatedProbe(ProbeTask):
 
 
 def call(name: str, **args: Any) -> str:
-    """An action in the tool protocol."""
-    return "<tool>" + json.dumps({"name": name, "args": args}) + "</tool>"
+    """An action in the tool protocol (the one formatter: :meth:`Action.to_text`)."""
+    return Action(name=name, args=args).to_text()
 
 
 rao_envs.register_task("Probe-v0", ProbeTask)

@@ -46,7 +46,7 @@ class NodeInfo(TypedDict):
     """The deepest depth the tree allows: a node at ``max_depth`` cannot delegate."""
     goal: str
     node_args: dict[str, Any]
-    """The task's structured arguments of this node (e.g. TextCraft ``targets``)."""
+    """The task's structured arguments of this node (what its parent passed to ``delegate``)."""
     steps_left: int
     turn: int
     """Turns the node has taken so far (0 on its first turn)."""

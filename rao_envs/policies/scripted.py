@@ -39,13 +39,15 @@ class RandomPolicy:
         return Action.tool(name, **args).to_text()
 
     def _value(self, annotation: Any, info: dict[str, Any]) -> Any:
+        """A crude value of the annotated type, borrowed from the node's own args where one fits."""
         text = str(annotation)
+        mapping = next((v for v in (info.get("node_args") or {}).values() if isinstance(v, dict)), {})
         if "int" in text:
             return int(self.rng.integers(1, 4))
         if "dict" in text:
-            return dict(info.get("node_args", {}).get("targets", {})) or {}
+            return dict(mapping)
         if "list" in text or "tuple" in text:
-            return [str(k) for k in list(info.get("node_args", {}).get("targets", {}))] or ["x", 1]
+            return [str(k) for k in mapping] or ["x", 1]
         return "x"
 
 

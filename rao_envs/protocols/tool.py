@@ -2,7 +2,7 @@
 
 Canonical syntax (documented to the model in its system prompt)::
 
-    <tool>{"name": "craft", "args": {"ingredients": {"m0_ore": 2}, "target": ["m1_i1", 2]}}</tool>
+    <tool>{"name": "TOOL_NAME", "args": {"ARG": VALUE, "OTHER": [1, 2]}}</tool>
 
 The parser is tolerant of what LLMs actually write: surrounding prose, code fences,
 whitespace, trailing text, an unclosed final tag, Hermes ``<tool_call>`` tags, OpenAI

@@ -241,8 +241,16 @@ def check_state_scope(env_id: str, seeds: range | list[int] = range(10), **kwarg
     return "not exercised (the oracle never delegated)"
 
 
-def fuzz_actions(rng: np.random.Generator, n: int, tool_names: list[str]) -> list[Any]:
-    """Random and adversarial action strings (plus a few non-strings)."""
+def fuzz_actions(
+    rng: np.random.Generator, n: int, tool_names: list[str], arg_names: dict[str, list[str]] | None = None
+) -> list[Any]:
+    """Random and adversarial action strings (plus a few non-strings).
+
+    ``arg_names`` maps a tool to its parameter names (from the task's tool signatures), so
+    junk values reach every real argument of every tool.
+    """
+    arg_names = arg_names or {}
+    junk_kinds = [[1e309], {"a": -1}, [None, -5]]
     fixed: list[Any] = [
         "", " ", "\n\n", "<tool>", "</tool>", "<tool></tool>", "<tool>{}</tool>", "<tool>[]</tool>",
         "<tool>null</tool>", '<tool>{"name": 1}</tool>', '<tool>{"name": ""}</tool>',
@@ -258,7 +266,9 @@ def fuzz_actions(rng: np.random.Generator, n: int, tool_names: list[str]) -> lis
         fixed += [
             f'<tool>{{"name": "{name}", "args": {{"zzz": 1}}}}</tool>',
             f'<tool>{{"name": "{name}", "args": "not a dict"}}</tool>',
-            f'<tool>{{"name": "{name}", "args": {{"items": [1e309], "ingredients": {{"a": -1}}, "target": [null, -5]}}}}</tool>',
+            "<tool>" + json.dumps({"name": name, "args": {
+                a: junk_kinds[k % len(junk_kinds)] for k, a in enumerate(arg_names.get(name) or ["a"])
+            }}) + "</tool>",
         ]
     out = list(fixed)
     alphabet = list('<>{}[]":, toolnamearg\\\n0123456789-.')
@@ -275,7 +285,7 @@ def fuzz_actions(rng: np.random.Generator, n: int, tool_names: list[str]) -> lis
             name = tool_names[int(rng.integers(len(tool_names)))] if tool_names else "x"
             junks = [0, -1, 10**30, "s", None, [], {}, [[[]]], {"a": {"b": 1}}, True, 1.5]
             junk = junks[int(rng.integers(len(junks)))]
-            out.append(json.dumps({"name": name, "args": {"a": junk, "items": junk, "target": junk}}))
+            out.append(json.dumps({"name": name, "args": {"a": junk, **{a: junk for a in arg_names.get(name, [])}}}))
     return out[:n] if n >= len(fixed) else out
 
 
@@ -286,7 +296,8 @@ def check_fuzz(env_id: str, n: int = 2000, seed: int = 0, **kwargs: Any) -> int:
     names = list(env.task.tools) + ["delegate", "finish", "wait", "cancel"]
     rng = np.random.default_rng(seed)
     obs, info = env.reset(seed=seed)
-    for i, action in enumerate(fuzz_actions(rng, n, names)):
+    arg_names = {name: list(spec.model.model_fields) for name, spec in env.task.tools.items()}
+    for i, action in enumerate(fuzz_actions(rng, n, names, arg_names)):
         node = info["node"]
         turns = len(engine.tree.nodes[node].transcript)
         try:

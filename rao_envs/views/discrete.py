@@ -9,7 +9,7 @@ active node as integers and summarises the node as a fixed-size ``float32`` vect
 PPO policy (CleanRL, Stable-Baselines3 ``MaskablePPO``) can learn *when to delegate* on a CPU::
 
     import gymnasium as gym, rao_envs
-    env = gym.make("rao_envs/TextCraftDiscrete-v0", difficulty="medium")   # delegate=False: flat baseline
+    env = gym.make("rao_envs/<Name>Discrete-v0", difficulty="medium")      # delegate=False: flat baseline
     obs, info = env.reset(seed=0)
     mask = info["action_mask"]                                            # int8, 1 = admissible
     obs, reward, terminated, truncated, info = env.step(int(np.flatnonzero(mask)[0]))

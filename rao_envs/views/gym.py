@@ -1,6 +1,6 @@
 """Gymnasium view (DESIGN §2.1): one active node at a time, text in, text out.
 
-``gymnasium.make("rao_envs/TextCraft-v0", difficulty="medium", max_depth=6)``. Each step
+``gymnasium.make("rao_envs/<Name>-v0", difficulty="medium", max_depth=6)``. Each step
 acts for the active node; the next observation is the next node's *new* message (its id
 and depth are in the observation; its full chat history is ``info["messages"]``). Parallel
 children are served one turn at a time in a fair round-robin order.
