@@ -15,7 +15,7 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
-from rao_envs.credit import Credit, assign_credit
+from rao_envs.credit import Credit, assign_credit, task_id
 from rao_envs.types import EpisodeTree
 
 
@@ -35,7 +35,7 @@ def tree_payload(tree: EpisodeTree, index: int, credit: Credit | None) -> dict[s
                 for m in n.transcript
             ],
         })
-    return {"id": tree.tree_id or f"{tree.env_id}:{tree.seed}#{index}", "env_id": tree.env_id, "seed": tree.seed,
+    return {"id": tree.tree_id or f"{task_id(tree)}#{index}", "env_id": tree.env_id, "seed": tree.seed,
             "stats": tree.stats(), "baseline": None if credit is None else credit.baselines[index], "nodes": nodes}
 
 
