@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Hashable, Sequence
+from collections.abc import Hashable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -178,7 +178,14 @@ def assign_credit(
     """
     if method not in METHODS:
         raise ConfigError(f"unknown credit method {method!r}; choose one of {list(METHODS)}")
+    if isinstance(trees, (str, bytes, EpisodeTree)) or not isinstance(trees, Iterable):
+        raise ConfigError(f"assign_credit takes a list of EpisodeTree objects, got {type(trees).__name__}")
     trees = list(trees)
+    bad = next((i for i, t in enumerate(trees) if not isinstance(t, EpisodeTree)), None)
+    if bad is not None:
+        raise ConfigError(f"assign_credit takes EpisodeTree objects; item {bad} is {type(trees[bad]).__name__}")
+    if lam is not None and (isinstance(lam, bool) or not isinstance(lam, (int, float)) or not math.isfinite(lam)):
+        raise ConfigError(f"lam must be a finite number such as 0.4 (or None for each tree's own), got {lam!r}")
     if groups is not None and len(groups) != len(trees):
         raise ConfigError(f"groups has {len(groups)} keys for {len(trees)} trees: give one key per tree")
     keys = list(groups) if groups is not None else [task_id(t) for t in trees]

@@ -34,6 +34,22 @@ class NodeNotActiveError(RaoEnvsError, RuntimeError):
     """An action was given to a node that has finished or is waiting on children."""
 
 
+class ActionTypeError(RaoEnvsError, TypeError):
+    """A view was given an action of the wrong type (e.g. a float for the discrete view): a bug in the caller."""
+
+
+class PolicyOutputError(RaoEnvsError, TypeError):
+    """A user-supplied policy returned something other than text or a ``Completion``: a bug in the policy."""
+
+
+class TreeFormatError(RaoEnvsError, ValueError):
+    """Text that is not a saved :class:`~rao_envs.types.EpisodeTree` (wrong file, truncated line)."""
+
+
+class TreeFileError(RaoEnvsError, OSError):
+    """A tree file could not be read or written (missing file, no permission)."""
+
+
 class ToolError(Exception):
     """Raised by a task's tool when the *agent* made a mistake.
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import difflib
 import importlib
 import inspect
+import math
 import re
 import warnings
 from collections.abc import Callable
@@ -116,6 +117,13 @@ def register_task(
     """
     name, version = parse_task_id(id)
     id = f"{name}-v{version}"
+    for what, ref in (("entry_point", entry_point), ("discrete", discrete)):
+        ok = (isinstance(ref, str) and ":" in ref) or (isinstance(ref, type) and (what == "discrete" or issubclass(ref, Task)))
+        if not ok and not (what == "discrete" and ref is None):
+            raise ConfigError(
+                f"register_task({id!r}): {what} must be 'module:Class' or a class"
+                f"{' (a Task subclass)' if what == 'entry_point' else ''}, got {type(ref).__name__}"
+            )
     if id in _REGISTRY:
         warnings.warn(f"rao_envs: overriding the registered task {id!r}", stacklevel=2)
     views = {"text": f"{GYM_NAMESPACE}/{id}"}
@@ -128,7 +136,8 @@ def register_task(
     _REGISTRY[id] = spec
     for view, gym_id in views.items():
         gymnasium.registry.pop(gym_id, None)
-        gymnasium.register(id=gym_id, entry_point=VIEW_ENTRY_POINTS[view][1], kwargs={"task_id": id})
+        # order_enforce=False: our views raise rao_envs' own ResetNeededError, which says the fix
+        gymnasium.register(id=gym_id, entry_point=VIEW_ENTRY_POINTS[view][1], kwargs={"task_id": id}, order_enforce=False)
     return spec
 
 
@@ -196,6 +205,9 @@ def split_kwargs(id: str, kwargs: dict[str, Any]) -> tuple[type[Task], dict[str,
         limits = cls.limits(**limit_kw)
     except Exception as exc:
         raise ConfigError(f"invalid limits for {spec.id}: {exc}") from None
+    lam = engine_kw.get("lam")
+    if lam is not None and (isinstance(lam, bool) or not isinstance(lam, (int, float)) or not math.isfinite(lam)):
+        raise ConfigError(f"lam (λ of the local reward) must be a finite number such as 0.4, got {lam!r}")
     if "protocol" in engine_kw:
         from rao_envs.protocols import get_protocol
 

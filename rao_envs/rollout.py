@@ -42,10 +42,11 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from rao_envs.errors import ConfigError
+from rao_envs.errors import ConfigError, RaoEnvsError
 from rao_envs.limiter import FairLimiter
 from rao_envs.policies.base import AgentPolicy, Completion, NodeInfo, PolicyError, as_chat_policy
 from rao_envs.registration import engine_factory
+from rao_envs.seeding import check_seed
 from rao_envs.tree import TreeEngine
 from rao_envs.types import EpisodeTree, NodeStatus
 
@@ -127,7 +128,7 @@ class RolloutDriver:
         """Run ``group_size`` trees for each seed; returns them seed-major (seed 0's G trees first)."""
         if group_size < 1:
             raise ConfigError(f"group_size must be at least 1, got {group_size}")
-        seeds = [int(s) for s in seeds]
+        seeds = [check_seed(s) for s in seeds]
         factory = engine_factory(env_id, **dict(env_kwargs or {}))  # resolved once: fails fast on a bad id or kwargs
         jobs = [(self._keys + k, s, g) for k, (s, g) in enumerate((s, g) for s in seeds for g in range(group_size))]
         self._keys += len(jobs)
@@ -162,6 +163,8 @@ class RolloutDriver:
         try:
             while not engine.done:
                 await self._round(run)
+        except RaoEnvsError:  # a user mistake: say so, do not mask it as infrastructure
+            raise
         except Exception as exc:  # an engine or driver bug must not crash the batch: mask the tree
             if self.strict:
                 raise
@@ -219,6 +222,8 @@ class RolloutDriver:
                 res: Completion | BaseException = await task
             except PolicyError as exc:
                 res = exc
+            except RaoEnvsError:  # a user bug with a typed message (e.g. the policy returned a non-string)
+                raise
             except Exception as exc:  # a user policy's own error
                 if self.strict:
                     raise
@@ -254,13 +259,22 @@ async def rollout(
     policy_version: int | Callable[[], int] | None = None,
     progress: bool = False,
     strict: bool = False,
+    **unknown: Any,
 ) -> list[EpisodeTree] | EpisodeTree:
     """Run ``group_size`` trees per seed of ``env_id`` against ``policy`` (module docstring).
 
     ``seeds`` an int returns one :class:`EpisodeTree` (with ``group_size=1``); an iterable
     returns a list, seed-major. ``concurrency`` caps requests in flight across all trees.
     ``strict=True`` re-raises policy and driver exceptions instead of masking the node.
+    Task, limit and engine arguments go in ``env_kwargs`` (as in ``make``).
     """
+    if unknown:
+        raise ConfigError(
+            f"rollout got unknown argument(s) {sorted(unknown)}; task, limit and engine arguments go in "
+            f"env_kwargs, e.g. rollout(..., env_kwargs={{{next(iter(unknown))!r}: ...}})"
+        )
+    if isinstance(seeds, bool) or not isinstance(seeds, (int, Iterable)):
+        raise ConfigError(f"seeds must be an int or an iterable of ints, got {type(seeds).__name__}")
     driver = RolloutDriver(policy, concurrency=concurrency, policy_version=policy_version, progress=progress, strict=strict)
     if isinstance(seeds, int):
         trees = await driver.run(env_id, [seeds], group_size=group_size, env_kwargs=env_kwargs)

@@ -9,7 +9,16 @@ from __future__ import annotations
 
 import numpy as np
 
+from rao_envs.errors import ConfigError
+
 MAX_SEED = 2**31 - 1
+
+
+def check_seed(seed: object) -> int:
+    """``seed`` as an int if it is an integer (Python or numpy, not a bool and not negative); else ConfigError."""
+    if isinstance(seed, (int, np.integer)) and not isinstance(seed, (bool, np.bool_)) and int(seed) >= 0:
+        return int(seed)
+    raise ConfigError(f"a seed must be a non-negative integer (or None for a fresh one), got {type(seed).__name__} {seed!r:.40}")
 
 
 def fresh_seed(rng: np.random.Generator | None = None) -> int:

@@ -28,13 +28,23 @@ def text_space(max_length: int) -> spaces.Text:
     return spaces.Text(max_length=max_length, min_length=0, charset=CHARSET)
 
 
-def observation_space(max_obs_chars: int, max_depth: int, max_steps: int, tree_budget: int | None) -> spaces.Dict:
-    """``Dict(text, node, depth, budget)``; budget is ``[steps left, tree budget left]``."""
+def node_id_length(max_depth: int, max_nodes: int) -> int:
+    """The longest node id a tree can have: ``"0"`` plus ``".k"`` per level (k < max_nodes)."""
+    return 1 + max_depth * (1 + len(str(max(max_nodes - 1, 0))))
+
+
+def observation_space(
+    max_obs_chars: int, max_depth: int, max_steps: int, tree_budget: int | None, max_nodes: int = 256
+) -> spaces.Dict:
+    """``Dict(text, node, depth, budget)``; budget is ``[steps left, tree budget left]``.
+
+    The ``node`` space holds the longest id the limits allow (at least 256 characters).
+    """
     high = float(max(max_steps, tree_budget or 0))
     return spaces.Dict(
         {
             "text": text_space(max_obs_chars),
-            "node": spaces.Text(max_length=256, min_length=0, charset=NODE_ID_CHARSET),
+            "node": spaces.Text(max_length=max(256, node_id_length(max_depth, max_nodes)), min_length=0, charset=NODE_ID_CHARSET),
             "depth": spaces.Discrete(max_depth + 1),
             "budget": spaces.Box(low=0.0, high=high, shape=(2,), dtype=np.float32),
         }

@@ -25,16 +25,20 @@ from typing import Any
 import numpy as np
 
 from rao_envs.credit import local_reward
+from rao_envs.payload import clean_text, normalize
 from rao_envs.errors import InfraError, NodeNotActiveError, ResetNeededError, ToolError
 from rao_envs.policies.base import ChildResult, Completion, NodeInfo
 from rao_envs.protocols import ActionProtocol, Call, ParseError, get_protocol
-from rao_envs.seeding import fresh_seed
+from rao_envs.seeding import check_seed, fresh_seed
 from rao_envs.task import NodeContext, Task, TaskInstance
 from rao_envs.types import Action, EpisodeTree, Limits, Message, Node, NodeStatus, StateScope
 
 RUNNING, WAITING = NodeStatus.RUNNING, NodeStatus.WAITING
 CANCELLED = NodeStatus.CANCELLED
 TRUNC_MARK = "\n…[truncated {n} characters]"
+STATUS_IDS = 16  # running sub-agents named in a status line (the rest are counted)
+MIN_PART = 80  # the least of each part a clipped observation shows (its tag and the start of its text)
+DEFER_NOTE = "[{k} more message(s) did not fit here; they arrive with your next observation]"
 
 
 @dataclass(slots=True)
@@ -54,12 +58,23 @@ class StepOutcome:
     next: str | None = None
 
 
-def _jsonable(value: Any) -> Any:
-    """A JSON-normal copy (tuples become lists) so trees reload equal; else its str()."""
-    try:
-        return json.loads(json.dumps(value))
-    except (TypeError, ValueError, RecursionError):
-        return str(value)
+def _cut(text: str, cap: int) -> str:
+    """``text`` cut to at most ``cap`` characters, ending with a visible truncation marker."""
+    keep = cap - len(TRUNC_MARK.format(n=len(text)))
+    if keep <= 0:
+        return text[: max(cap, 0)]
+    return text[:keep] + TRUNC_MARK.format(n=len(text) - keep)
+
+
+def _fair_caps(lengths: list[int], room: int) -> list[int]:
+    """Water-filling: parts shorter than an equal share keep their length, the rest share what is left."""
+    caps = [0] * len(lengths)
+    left, k = max(room, 0), len(lengths)
+    for i in sorted(range(len(lengths)), key=lengths.__getitem__):
+        caps[i] = min(lengths[i], left // k)
+        left -= caps[i]
+        k -= 1
+    return caps
 
 
 def _as_text(value: Any) -> str:
@@ -97,6 +112,7 @@ class TreeEngine:
         self.lam = float(lam)
         self.task_kwargs = dict(task_kwargs or {})
         self.protocol = get_protocol(protocol, self.limits.max_action_chars)
+        self._max_stored = self.limits.max_action_chars + 1024  # longest assistant text kept in a transcript
         self.system_prompt = self._system_prompt()
         self.tree: EpisodeTree | None = None
 
@@ -105,7 +121,7 @@ class TreeEngine:
         """Start a new episode. The same seed and the same actions give the same tree."""
         if seed is None:
             seed = fresh_seed()
-        self.seed = int(seed)
+        self.seed = check_seed(seed)
         self.instance: TaskInstance = self.task.make_instance(np.random.default_rng(self.seed))
         self.tree = EpisodeTree(
             env_id=self.env_id,
@@ -122,6 +138,7 @@ class TreeEngine:
         # (node -> [(items covered, text)]) so commit() writes exactly the text that was shown
         self._shown: dict[str, list[tuple[int, str]]] = {}
         self._refused: set[str] = set()
+        self._held: dict[str, list[tuple[str, str | None]]] = {}  # items that did not fit an observation
         self._seqs: dict[str, list[int] | None] = {}  # recorded prompt+completion token ids per node
         self._open: dict[str, list[str]] = {}
         self._waiting: dict[str, set[str] | str] = {}
@@ -131,7 +148,7 @@ class TreeEngine:
         pool = self.limits.tree_step_budget
         self._pool = pool
         budget = self.limits.max_steps_per_node if pool is None else min(pool, self.limits.max_steps_per_node)
-        self._spawn(None, self.instance.goal, _jsonable(self.instance.args), None, budget)
+        self._spawn(None, self.instance.goal, normalize(self.instance.args), None, budget)
         return self.tree
 
     @property
@@ -192,7 +209,7 @@ class TreeEngine:
                 return self._show(node, inbox)
             return node.transcript[-1]["content"]
         if status is WAITING:
-            return f"[node {node.id}] waiting for sub-agents: {', '.join(self._open[node.id])}"
+            return self._clip(f"[node {node.id}] waiting for sub-agents: {', '.join(self._open[node.id])}")
         return f"[node {node.id}] {status.value}"
 
     def node_info(self, node_id: str | None = None) -> NodeInfo:
@@ -233,27 +250,56 @@ class TreeEngine:
             line += f" | tree budget left {self._pool}"
         opened = self._open.get(node.id)
         if opened:
-            line += f" | running sub-agents: {', '.join(opened)}"
+            shown = ", ".join(opened[:STATUS_IDS]) + (f" (+{len(opened) - STATUS_IDS} more)" if len(opened) > STATUS_IDS else "")
+            line += f" | running sub-agents: {shown}"
         return line + "]"
 
-    def _render(self, node: Node, items: list[tuple[str, str | None]]) -> str:
-        """The user message that delivers ``items`` (feedback and child results) to ``node``."""
-        if len(items) == 1 and items[0][1] is None:  # the common case: one tool result
-            return self._clip(f"{items[0][0]}\n\n{self.status_line(node)}")
-        return self._clip("\n\n".join([text for text, _ in items] + [self.status_line(node)]))
+    def _render(self, node: Node, items: list[tuple[str, str | None]]) -> tuple[str, int]:
+        """The user message that delivers ``items`` to ``node``, and how many of them it holds.
+
+        Everything fits in ``max_obs_chars``: when the parts are too long together, each is cut
+        fairly (short parts whole, the rest to equal shares, each with a visible marker) and the
+        status line is never cut. When even :data:`MIN_PART` characters per part do not fit,
+        the message holds as many parts as fit and says the rest arrive with the next observation.
+        """
+        status = self.status_line(node)
+        limit = self.limits.max_obs_chars
+        if len(items) == 1:
+            text = items[0][0]
+            room = limit - len(status) - 2
+            return self._clip(clean_text(f"{text if len(text) <= room else _cut(text, room)}\n\n{status}")), 1
+        parts = [text for text, _ in items]
+        if sum(map(len, parts)) + 2 * len(parts) + len(status) <= limit:
+            return clean_text("\n\n".join(parts + [status])), len(parts)
+        n, notice = len(parts), ""
+        room = limit - len(status) - 2 * n
+        if room < MIN_PART * n:  # deliver what fits now, the rest with the next observation
+            notice = DEFER_NOTE.format(k=len(parts))  # the longest this note can be
+            n = max(1, min(len(parts) - 1, (limit - len(status) - len(notice) - 4) // (MIN_PART + 2)))
+            notice = DEFER_NOTE.format(k=len(parts) - n)
+            room = limit - len(status) - len(notice) - 2 * (n + 1)
+        caps = _fair_caps([len(p) for p in parts[:n]], room)
+        out = [p if len(p) <= c else _cut(p, c) for p, c in zip(parts[:n], caps)]
+        if notice:
+            out.append(notice)
+        return self._clip(clean_text("\n\n".join(out + [status]))), n
 
     def _show(self, node: Node, inbox: list[tuple[str, str | None]]) -> str:
-        """Render the inbox items not shown yet as one message (kept for :meth:`commit`); return the newest."""
+        """Render the inbox items not shown yet as one message (kept for :meth:`commit`); return the newest.
+
+        ``_shown[node]`` holds ``(items used so far, inbox length at the render, text)`` per render.
+        """
         shown = self._shown.get(node.id)
-        covered = shown[-1][0] if shown else 0
-        if covered < len(inbox):
-            text = self._render(node, inbox[covered:])
-            if shown is None:
-                self._shown[node.id] = [(len(inbox), text)]
-            else:
-                shown.append((len(inbox), text))
-            return text
-        return shown[-1][1]
+        if shown is not None and shown[-1][1] == len(inbox):  # nothing new since the last render
+            return shown[-1][2]
+        start = shown[-1][0] if shown else 0
+        text, used = self._render(node, inbox[start:])
+        chunk = (start + used, len(inbox), text)
+        if shown is None:
+            self._shown[node.id] = [chunk]
+        else:
+            shown.append(chunk)
+        return text
 
     # ------------------------------------------------------------------ writing messages
     def commit(self, node_id: str) -> list[Message]:
@@ -277,28 +323,28 @@ class TreeEngine:
         shown = self._shown.pop(node.id, None) if self._shown else None
         transcript = node.transcript
         if shown is None and len(items) == 1 and items[0][1] is None:  # hot path: one unseen tool result
-            text = f"{items[0][0]}\n\n{self.status_line(node)}"
-            transcript.append({"role": "user", "content": text if len(text) <= self.limits.max_obs_chars else self._clip(text)})
+            text = clean_text(f"{items[0][0]}\n\n{self.status_line(node)}")
+            if len(text) > self.limits.max_obs_chars:
+                text = self._render(node, items)[0]
+            transcript.append({"role": "user", "content": text})
             return
-        start = 0
-        if shown is not None:
-            for end, text in shown:
-                transcript.append({"role": "user", "content": text})
-                start = end
-        if start < len(items):
-            transcript.append({"role": "user", "content": self._render(node, items[start:])})
-        if len(items) > 1 or items[0][1] is not None:
-            nodes = self._tree().nodes
-            for _, child in items:
-                if child is not None:
-                    nodes[child].delivered += 1
+        used = 0
+        for end, _, text in shown or ():
+            transcript.append({"role": "user", "content": text})
+            used = end
+        if shown is None or shown[-1][1] < len(items):  # items arrived after the last render
+            text, n = self._render(node, items[used:])
+            transcript.append({"role": "user", "content": text})
+            used += n
+        if used < len(items):  # did not fit: held for the node's next observation
+            self._held[node.id] = items[used:]
+        nodes = self._tree().nodes
+        for _, child in items[:used]:
+            if child is not None:
+                nodes[child].delivered += 1
 
     def _clip(self, text: str) -> str:
-        limit = self.limits.max_obs_chars
-        if len(text) <= limit:
-            return text
-        keep = limit - len(TRUNC_MARK.format(n=len(text)))
-        return text[:keep] + TRUNC_MARK.format(n=len(text) - keep)
+        return text if len(text) <= self.limits.max_obs_chars else _cut(text, self.limits.max_obs_chars)
 
     # ------------------------------------------------------------------ stepping
     def act(self, action: str | Action | Completion) -> StepOutcome:
@@ -367,9 +413,13 @@ class TreeEngine:
             calls = [Call(action.name, dict(action.args))]
         else:
             text = action.decode("utf-8", "replace") if isinstance(action, (bytes, bytearray)) else repr(action)
-        node.transcript.append({"role": "assistant", "content": text})
+        if len(text) > self._max_stored:  # a model can send megabytes: store a capped copy (the parser sees all)
+            text = text[: self._max_stored] + TRUNC_MARK.format(n=len(text) - self._max_stored)
+        node.transcript.append({"role": "assistant", "content": clean_text(text)})
         if completion is not None:
             self._record_completion(node, completion)
+        if self._held and node_id in self._held:  # what did not fit the last observation comes next
+            self._inbox[node_id] = self._held.pop(node_id)
         if self._refused:
             self._refused.discard(node_id)
         if calls is None:
@@ -467,7 +517,7 @@ class TreeEngine:
                 result = next(iter(args.values()))
             else:
                 result = args or None
-            node.result = _jsonable(result)
+            node.result = normalize(result)
             self._end(node, NodeStatus.FINISHED)
             return None
         if call.name == "wait":
@@ -510,6 +560,7 @@ class TreeEngine:
                 return f"Refused: {where}goal must be a string."
             if context is not None and not isinstance(context, str):
                 return f"Refused: {where}context must be a string."
+            context = None if context is None else clean_text(context)
             if budget is not None and (isinstance(budget, bool) or not isinstance(budget, int) or budget < 1):
                 return f"Refused: {where}budget must be a positive integer number of steps."
             if not isinstance(wait, bool):
@@ -518,10 +569,11 @@ class TreeEngine:
                 goal, args = self.task.child_args(parent_ctx, goal or "", args)
             except ToolError as exc:
                 return f"Refused: {where}{exc}"
-            if not goal:
+            if not goal or not isinstance(goal, str):
                 return f"Refused: {where}give the sub-agent a goal string."
+            goal = clean_text(goal)
             b = min(budget or lim.max_steps_per_node, lim.max_steps_per_node)
-            plans.append((goal, _jsonable(args), context, b, wait))
+            plans.append((goal, normalize(args), context, b, wait))
         if self._pool is not None:
             need = sum(p[3] for p in plans)
             if need > self._pool:
@@ -570,8 +622,9 @@ class TreeEngine:
         ids = args.get("ids", args.get("id"))
         ids = [ids] if isinstance(ids, str) else ids
         opened = self._open.get(node.id, [])
-        if not isinstance(ids, list) or not ids or any(i not in opened for i in ids):
-            return f"Error: cancel takes the id of one of your running sub-agents: {opened}"
+        if not isinstance(ids, list) or not ids or not all(isinstance(i, str) and i in opened for i in ids):
+            return f"Error: cancel takes the id of one of your running sub-agents: {opened[:20]}"
+        ids = list(dict.fromkeys(ids))  # a repeated id cancels once
         nodes = self._tree().nodes
         for i in ids:
             self._end(nodes[i], NodeStatus.CANCELLED)
@@ -635,7 +688,7 @@ class TreeEngine:
         node.status = status
         node.ended_at = tree.clock
         if error is not None:
-            node.error = error
+            node.error = clean_text(error)
         self._waiting.pop(node.id, None)
         for child_id in list(self._open.get(node.id, [])):  # a node's open children die with it
             self._end(tree.nodes[child_id], NodeStatus.CANCELLED)
@@ -643,7 +696,7 @@ class TreeEngine:
             try:
                 node.score = min(1.0, max(0.0, float(self.task.score(self._ctx[node.id]))))
             except Exception as exc:  # a crashing verifier is an infrastructure failure
-                node.status, node.error = NodeStatus.INFRA_ERROR, f"verifier failed: {type(exc).__name__}: {exc}"[:2000]
+                node.status, node.error = NodeStatus.INFRA_ERROR, clean_text(f"verifier failed: {type(exc).__name__}: {exc}"[:2000])
         elif status is not NodeStatus.INFRA_ERROR:
             node.score = 0.0
         if node.status is not NodeStatus.INFRA_ERROR:

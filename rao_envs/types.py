@@ -14,8 +14,16 @@ from pathlib import Path
 from enum import Enum
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from typing_extensions import NotRequired, TypedDict
+
+from rao_envs.errors import ConfigError, TreeFileError, TreeFormatError
+
+
+def _problems(exc: ValidationError) -> str:
+    """pydantic's errors in one short line: ``field: message; ...``."""
+    return "; ".join(f"{'.'.join(str(x) for x in e['loc']) or 'value'}: {e['msg']}" for e in exc.errors()[:4])
 
 
 class NodeStatus(str, Enum):
@@ -70,6 +78,12 @@ class Action(BaseModel):
     name: str
     args: dict[str, Any] = Field(default_factory=dict)
 
+    def __init__(self, **data: Any) -> None:
+        try:
+            super().__init__(**data)
+        except ValidationError as exc:
+            raise ConfigError(f"invalid Action: {_problems(exc)}; e.g. Action(name='finish', args={{'result': 1}})") from None
+
     @classmethod
     def delegate(cls, goal: str, **args: Any) -> Action:
         """Open a child node working on ``goal`` (the task's delegate arguments as kwargs)."""
@@ -108,6 +122,20 @@ class Limits(BaseModel):
     )
     max_obs_chars: int = Field(8192, ge=256, description="longest observation text")
     max_action_chars: int = Field(32768, ge=64, description="longest action text parsed")
+
+    def __init__(self, **data: Any) -> None:
+        try:
+            super().__init__(**data)
+        except ValidationError as exc:
+            raise ConfigError(f"invalid limits: {_problems(exc)}; see rao_envs.Limits for each field") from None
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _whole_numbers(cls, value: Any) -> Any:
+        """Limits are integers: ``True``, ``"3"`` or ``2.5`` are mistakes, not 1, 3 or 2."""
+        if value is None or (isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))):
+            return None if value is None else int(value)
+        raise ValueError(f"must be an integer, got {type(value).__name__} {value!r:.30}")
 
 
 class Node(BaseModel):
@@ -215,8 +243,15 @@ class EpisodeTree(BaseModel):
 
     @classmethod
     def from_json(cls, text: str | bytes) -> EpisodeTree:
-        """Load a tree written by :meth:`to_json`."""
-        return cls.model_validate_json(text)
+        """Load a tree written by :meth:`to_json` (:class:`~rao_envs.errors.TreeFormatError` otherwise)."""
+        if not isinstance(text, (str, bytes, bytearray)):
+            raise TreeFormatError(f"from_json takes the JSON text of a tree, got {type(text).__name__}")
+        try:
+            return cls.model_validate_json(text)
+        except ValidationError as exc:
+            raise TreeFormatError(
+                f"not a saved EpisodeTree ({_problems(exc)}); write trees with tree.to_json() or save_trees()"
+            ) from None
 
     def to_rows(self, tokenizer: Any = None, *, mode: str = "node", **kwargs: Any) -> list[dict[str, Any]]:
         """Training rows: one per node (``mode="node"``) or per assistant turn (``"turn"``).
@@ -230,16 +265,40 @@ class EpisodeTree(BaseModel):
 
 
 def save_trees(trees: Iterable[EpisodeTree], path: str | Path) -> None:
-    """Write trees as JSONL (one :meth:`EpisodeTree.to_json` per line)."""
-    with open(path, "w", encoding="utf-8") as fh:
-        for t in trees:
-            fh.write(t.to_json() + "\n")
+    """Write trees as JSONL (one :meth:`EpisodeTree.to_json` per line).
+
+    Every tree is serialised before the file is touched, and the file is replaced at once,
+    so a bad tree never leaves half a batch on disk.
+    """
+    lines = []
+    for i, t in enumerate(trees):
+        if not isinstance(t, EpisodeTree):
+            raise TreeFormatError(f"save_trees takes EpisodeTree objects; item {i} is {type(t).__name__}")
+        lines.append(t.to_json())
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        tmp.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
+        tmp.replace(path)
+    except OSError as exc:
+        raise TreeFileError(f"could not write {path}: {exc}") from None
 
 
 def load_trees(path: str | Path) -> list[EpisodeTree]:
     """Trees from a JSONL file written by :func:`save_trees`."""
-    with open(path, encoding="utf-8") as fh:
-        return [EpisodeTree.from_json(line) for line in fh if line.strip()]
+    try:
+        with open(path, encoding="utf-8") as fh:
+            lines = fh.readlines()
+    except OSError as exc:
+        raise TreeFileError(f"could not read trees from {path}: {exc}") from None
+    trees = []
+    for k, line in enumerate(lines, 1):
+        if line.strip():
+            try:
+                trees.append(EpisodeTree.from_json(line))
+            except TreeFormatError as exc:
+                raise TreeFormatError(f"{path}, line {k}: {exc}") from None
+    return trees
 
 
 def strip_tokens(tree: EpisodeTree) -> EpisodeTree:

@@ -7,7 +7,11 @@ the engine's status line. The ``X-Rao-Tree``/``X-Rao-Node`` headers only key the
 memory, and answers are cached per (tree, node, turn) so a retried request gets the same
 answer. Injected failures (``--fail-rate``): the first ``--fail-attempts`` attempts of a
 seeded fraction of turns answer with a 500, a stall past the client's timeout, a garbage
-body, or a body without choices. ``--fail-node ID`` fails every request of that node.
+body, or a body without choices; more kinds on request (``--fail-kinds``): ``drip`` (a 200 whose
+body trickles a few bytes every 0.4 s), ``badmessage`` (``message`` is a string),
+``badencoding`` (``Content-Encoding: gzip`` over plain bytes), ``retryafter`` (429 with
+``Retry-After: 1``), and ``nanlogprobs``/``huge`` (a normal answer whose logprobs are NaN, or
+padded to 5 MB). ``--fail-node ID`` fails every request of that node.
 ``--token-ids`` answers like vLLM with ``return_token_ids`` (character-level ids of a
 ChatML rendering, with logprobs), so rows need no tokenizer.
 """
@@ -169,7 +173,42 @@ def make_handler(state: Scripted):
             if fail == "nochoices":
                 self._send(200, b'{"object": "chat.completion", "choices": []}')
                 return
+            if fail == "badmessage":
+                self._send(200, b'{"object": "chat.completion", "choices": [{"message": "hello"}]}')
+                return
+            if fail == "retryafter":
+                self.send_response(429)
+                self.send_header("Retry-After", "1")
+                self.send_header("Content-Length", "2")
+                self.end_headers()
+                self.wfile.write(b"{}")
+                return
+            if fail == "badencoding":
+                body_bytes = b'{"not": "gzip at all"}'
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Encoding", "gzip")
+                self.send_header("Content-Length", str(len(body_bytes)))
+                self.end_headers()
+                self.wfile.write(body_bytes)
+                return
+            if fail == "drip":
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", "100000")
+                self.end_headers()
+                try:
+                    for _ in range(int(args.stall / 0.4) + 1):  # a few bytes at a time, never the whole body
+                        self.wfile.write(b" " * 4)
+                        self.wfile.flush()
+                        time.sleep(0.4)
+                except OSError:
+                    pass
+                self.close_connection = True
+                return
             text = state.answer(tree, node, messages)
+            if fail == "huge":
+                text = text + " " * 5_000_000
             choice: dict[str, Any] = {"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}
             out: dict[str, Any] = {"id": "cmpl-test", "object": "chat.completion", "model": body.get("model", "scripted"),
                                    "choices": [choice], "usage": {"prompt_tokens": 0, "completion_tokens": len(text)}}
@@ -177,9 +216,11 @@ def make_handler(state: Scripted):
                 ids = [ord(c) for c in text] + [IM_END]
                 choice["token_ids"] = ids
                 out["prompt_token_ids"] = chatml_ids(messages)
-            if body.get("logprobs") and args.token_ids:
-                choice["logprobs"] = {"content": [{"token": chr(i) if i < 100_000 else "<|im_end|>", "logprob": -0.25,
-                                                   "bytes": None, "top_logprobs": []} for i in ids]}
+            if body.get("logprobs") and (args.token_ids or fail == "nanlogprobs"):
+                lp = float("nan") if fail == "nanlogprobs" else -0.25
+                toks = ids if args.token_ids else [ord(c) for c in text]
+                choice["logprobs"] = {"content": [{"token": chr(i) if i < 100_000 else "<|im_end|>", "logprob": lp,
+                                                   "bytes": None, "top_logprobs": []} for i in toks]}
             self._send(200, json.dumps(out).encode())
 
     return Handler

@@ -5,8 +5,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import math
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -274,8 +276,8 @@ def test_policy_forms_and_errors():
     async def wrong_type(messages, info):
         return 42
 
-    tree = asyncio.run(rollout("Toy-v0", wrong_type, 0))
-    assert "return a str" in tree.root.error
+    with pytest.raises(rao_envs.errors.PolicyOutputError, match="return a str"):  # a user bug, never masked as infra
+        asyncio.run(rollout("Toy-v0", wrong_type, 0))
     with pytest.raises(rao_envs.ConfigError):
         asyncio.run(rollout("Toy-v0", "not a policy", 0))
     with pytest.raises(rao_envs.UnknownTaskError):
@@ -293,3 +295,49 @@ def test_progress_bar(capsys):
 
 def test_policy_error_type():
     assert issubclass(PolicyError, RuntimeError)
+
+
+def test_recoverable_faults_are_retried_within_a_total_deadline():
+    """Dripping bodies, string messages, bad Content-Encoding and 429 + Retry-After: all retried, same trees."""
+    kw = {"difficulty": "medium"}
+    with scripted_server("--env", "Toy-v0", "--kw", json.dumps(kw), "--fail-rate", "0.3", "--fail-attempts", "1",
+                         "--fail-kinds", "drip,badmessage,badencoding,retryafter", "--stall", "6") as url:
+        policy = OpenAIPolicy(url, "m", timeout=1.0, retries=3, backoff=0.01)
+        driver = RolloutDriver(policy, concurrency=8)
+        t0 = time.perf_counter()
+        trees = asyncio.run(driver.run("Toy-v0", range(4), env_kwargs=kw))
+        wall = time.perf_counter() - t0
+    assert policy.retried > 0 and policy.failed == 0 and driver.stats.infra_errors == 0
+    assert_same_as_reference(trees, "Toy-v0", kw)
+    assert wall < 60  # a drip holds a request at most `timeout`, not `stall`
+
+
+def test_dripping_server_cannot_hold_a_request_past_its_deadline():
+    with scripted_server("--env", "Toy-v0", "--fail-rate", "1.0", "--fail-attempts", "99", "--fail-kinds", "drip",
+                         "--stall", "20") as url:
+        policy = OpenAIPolicy(url, "m", timeout=1.0, retries=0)
+        t0 = time.perf_counter()
+        tree = asyncio.run(rollout("Toy-v0", policy, 0))
+        assert time.perf_counter() - t0 < 8
+    assert tree.root.status is NodeStatus.INFRA_ERROR and "within 1.0s" in tree.root.error
+
+
+def test_nan_logprobs_never_reach_rows_and_huge_answers_are_capped():
+    with scripted_server("--env", "Toy-v0", "--fail-rate", "1.0", "--fail-attempts", "99",
+                         "--fail-kinds", "nanlogprobs,huge") as url:
+        policy = OpenAIPolicy(url, "m", timeout=30, retries=0, server_tokenize=False)
+        trees = asyncio.run(rollout("Toy-v0", policy, range(2)))
+    for tree in trees:
+        for node in tree.nodes.values():
+            for m in node.transcript:
+                assert "logprobs" not in m or all(math.isfinite(x) for x in m["logprobs"])
+                assert len(m["content"]) < 64_000
+    rows = rows_from_trees(trees, method="rao", drop_no_signal=False)
+    assert all(x is None or math.isfinite(x) for r in rows for x in r["logprobs"])
+
+
+def test_rollout_names_misplaced_env_kwargs():
+    with pytest.raises(rao_envs.ConfigError, match="env_kwargs"):
+        asyncio.run(rollout("Toy-v0", lambda m: "x", 0, max_dpth=2))
+    with pytest.raises(rao_envs.ConfigError, match="seed"):
+        asyncio.run(rollout("Toy-v0", lambda m: "x", [1.5]))

@@ -21,7 +21,7 @@ from typing import Any
 
 from typing_extensions import NotRequired, TypedDict
 
-from rao_envs.errors import ConfigError
+from rao_envs.errors import ConfigError, PolicyOutputError
 
 
 class ChildResult(TypedDict):
@@ -113,6 +113,6 @@ def as_chat_policy(policy: Any) -> ChatPolicy:
             return out
         if isinstance(out, str):
             return Completion(out)
-        raise PolicyError(f"policy returned {type(out).__name__}; return a str or a rao_envs.policies.Completion")
+        raise PolicyOutputError(f"policy returned {type(out).__name__}; return a str or a rao_envs.policies.Completion")
 
     return call

@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import email.utils
 import json
+import math
 import random
 import re
+import time
 from typing import Any
 
 from rao_envs.errors import ConfigError
@@ -19,6 +22,21 @@ from rao_envs.policies.base import Completion, NodeInfo, PolicyError
 
 TRANSIENT_STATUS = frozenset({408, 409, 425, 429, 500, 502, 503, 504})
 _TOKEN_ID = re.compile(r"token_id:(\d+)")
+
+
+def _retry_after(value: str | None) -> float | None:
+    """Seconds to wait from a ``Retry-After`` header (delta-seconds or an HTTP date), or None."""
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    return max(0.0, when.timestamp() - time.time())
 
 
 def _stable_hash(text: str) -> int:
@@ -55,10 +73,11 @@ class OpenAIPolicy:
         retries: int = 4,
         backoff: float = 0.5,
         max_backoff: float = 8.0,
+        max_retry_after: float = 30.0,
         server_tokenize: bool = True,
         max_connections: int = 256,
     ) -> None:
-        if not base_url.startswith(("http://", "https://")):
+        if not isinstance(base_url, str) or not base_url.startswith(("http://", "https://")):
             raise ConfigError(f"base_url must start with http:// or https://, e.g. http://127.0.0.1:8000/v1; got {base_url!r}")
         self.base_url = base_url.rstrip("/")
         self.model = model
@@ -69,6 +88,7 @@ class OpenAIPolicy:
         self.headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self.headers.update(headers or {})
         self.timeout, self.retries, self.backoff, self.max_backoff = timeout, retries, backoff, max_backoff
+        self.max_retry_after = max_retry_after
         self.max_connections = max_connections
         self._server_tokenize = server_tokenize
         self._client = None
@@ -115,33 +135,43 @@ class OpenAIPolicy:
             headers = {"X-Rao-Tree": str(info.get("tree_id", "")), "X-Rao-Node": str(info.get("node", ""))}
         url = f"{self.base_url}/chat/completions"
         last = "no attempt"
+        retry_after: float | None = None
         self.calls += 1
         for attempt in range(self.retries + 1):
             if attempt:
                 self.retried += 1
                 delay = min(self.max_backoff, self.backoff * 2 ** (attempt - 1)) * (0.5 + random.random())
+                if retry_after is not None:  # the server said when to come back
+                    delay = max(delay, min(retry_after, self.max_retry_after))
                 await asyncio.sleep(delay)
+            retry_after = None
             try:
-                resp = await client.post(url, json=body, headers=headers)
-            except httpx.TimeoutException as exc:
-                last = f"timeout after {self.timeout}s ({type(exc).__name__})"
+                async with asyncio.timeout(self.timeout):  # a total deadline: a dripping server cannot hold a request open
+                    resp = await client.post(url, json=body, headers=headers)
+            except (TimeoutError, httpx.TimeoutException) as exc:
+                last = f"no complete answer within {self.timeout}s ({type(exc).__name__})"
                 continue
-            except httpx.TransportError as exc:
-                last = f"connection error: {type(exc).__name__}: {exc}"
+            except httpx.RequestError as exc:  # connection errors, bad Content-Encoding, protocol errors
+                kind = "connection error" if isinstance(exc, httpx.TransportError) else "request error"
+                last = f"{kind}: {type(exc).__name__}: {exc}"
                 continue
             if resp.status_code != 200:
                 last = f"HTTP {resp.status_code}: {resp.text[:300]}"
                 if resp.status_code in TRANSIENT_STATUS or resp.status_code >= 500:
+                    retry_after = _retry_after(resp.headers.get("retry-after"))
                     continue
                 break  # 4xx other than the transient ones: the request itself is wrong
             try:
-                data = resp.json()
-                out = self._parse(data)
-            except (ValueError, KeyError, IndexError, TypeError) as exc:
+                out = self._parse(resp.json())
+            except (ValueError, KeyError, IndexError, TypeError, AttributeError) as exc:
                 last = f"malformed response ({type(exc).__name__}: {exc}): {resp.text[:200]!r}"
                 continue
             if out.token_ids is None and out.logprobs and self._server_tokenize:
-                out.token_ids = await self._tokenize(client, out.text, len(out.logprobs))
+                try:
+                    async with asyncio.timeout(self.timeout):
+                        out.token_ids = await self._tokenize(client, out.text, len(out.logprobs))
+                except TimeoutError:
+                    out.token_ids = None
             self.completion_tokens += len(out.token_ids or out.logprobs or [])
             return out
         self.failed += 1
@@ -151,6 +181,8 @@ class OpenAIPolicy:
     def _parse(data: dict[str, Any]) -> Completion:
         choice = data["choices"][0]
         msg = choice["message"]
+        if not isinstance(msg, dict) or not isinstance(choice, dict):
+            raise TypeError(f"choices[0].message is {type(msg).__name__}, not an object")
         text = msg.get("content")
         if not text and msg.get("tool_calls"):
             fn = msg["tool_calls"][0]["function"]
@@ -165,6 +197,8 @@ class OpenAIPolicy:
         content = (choice.get("logprobs") or {}).get("content")
         if content:
             logprobs = [float(e["logprob"]) for e in content]
+            if not all(math.isfinite(x) for x in logprobs):
+                logprobs = None  # NaN/inf never reach training rows: keep the text and ids only
             ids = [_TOKEN_ID.fullmatch(str(e.get("token", ""))) for e in content]
             if all(ids):
                 token_ids = [int(m.group(1)) for m in ids]

@@ -39,13 +39,29 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
-from rao_envs.errors import ConfigError, ResetNeededError
+from rao_envs.errors import ActionTypeError, ConfigError, ResetNeededError
 from rao_envs.registration import make_engine, task_spec
-from rao_envs.seeding import fresh_seed
+from rao_envs.seeding import check_seed, fresh_seed
 from rao_envs.tree import TreeEngine
 from rao_envs.types import Action, EpisodeTree, NodeStatus
 
 REWARD_MODES = ("root", "node", "own")
+
+
+def action_index(action: Any, n: int) -> int:
+    """``action`` as an int if it is exactly an integer (Python or numpy, also a 0-d integer array).
+
+    Anything else (floats, strings, bools, None, lists) is a caller bug: :class:`ActionTypeError`.
+    An integer outside ``0..n-1`` is returned as is: the view treats it as an inadmissible action.
+    """
+    if isinstance(action, np.ndarray) and action.ndim == 0:
+        action = action[()]
+    if isinstance(action, (int, np.integer)) and not isinstance(action, (bool, np.bool_)):
+        return int(action)
+    raise ActionTypeError(
+        f"the discrete view takes an integer action in 0..{n - 1} (an int or numpy integer), "
+        f"got {type(action).__name__} {str(action)[:40]!r}"
+    )
 
 
 class DiscreteAdapter:
@@ -154,7 +170,7 @@ class DiscreteRaoEnv(gym.Env):
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
         """Start a new tree; ``seed`` fixes the task instance (as in the text views)."""
-        super().reset(seed=seed)
+        super().reset(seed=None if seed is None else check_seed(seed))
         self.engine.reset(fresh_seed(self.np_random) if seed is None else seed)
         self.adapter.on_reset()
         self._node = self.engine.selection
@@ -164,7 +180,7 @@ class DiscreteRaoEnv(gym.Env):
         """Act for the active node; return the next active node's observation."""
         if self._node is None or self.engine.done:
             raise ResetNeededError("the episode is over (or never started); call env.reset()")
-        node, a = self._node, int(action)
+        node, a = self._node, action_index(action, self.action_space.n)
         invalid = not (0 <= a < self.action_space.n) or not self.adapter.mask(node)[a]
         # an inadmissible action is an agent mistake: an empty turn (the engine's parse-error feedback, one step)
         out = self.engine.act("" if invalid else self.adapter.decode(node, a))

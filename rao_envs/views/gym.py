@@ -23,7 +23,7 @@ import gymnasium as gym
 from rao_envs.errors import ConfigError, ResetNeededError
 from rao_envs.policies.base import Completion
 from rao_envs.registration import make_engine
-from rao_envs.seeding import fresh_seed
+from rao_envs.seeding import check_seed, fresh_seed
 from rao_envs.spaces import observation_space, text_observation, text_space
 from rao_envs.types import Action, EpisodeTree, NodeStatus
 
@@ -44,7 +44,7 @@ class RaoEnv(gym.Env):
         self.engine = make_engine(task_id, **kwargs)
         lim = self.engine.limits
         self.observation_space = observation_space(
-            lim.max_obs_chars, lim.max_depth, lim.max_steps_per_node, lim.tree_step_budget
+            lim.max_obs_chars, lim.max_depth, lim.max_steps_per_node, lim.tree_step_budget, lim.max_nodes
         )
         self.action_space = text_space(lim.max_action_chars)
         self._node: str | None = None
@@ -61,7 +61,7 @@ class RaoEnv(gym.Env):
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
         """Start a new tree; ``seed`` fixes the task instance and every node's RNG."""
-        super().reset(seed=seed)
+        super().reset(seed=None if seed is None else check_seed(seed))
         self.engine.reset(fresh_seed(self.np_random) if seed is None else seed)
         self._node = self.engine.selection
         return self._obs(self._node), self._info(self._node, [], {})

@@ -14,7 +14,7 @@ from typing import Any
 
 from pettingzoo import ParallelEnv
 
-from rao_envs.errors import ResetNeededError
+from rao_envs.errors import ActionTypeError, ResetNeededError
 from rao_envs.registration import make_engine
 from rao_envs.seeding import fresh_seed
 from rao_envs.spaces import observation_space, text_observation, text_space
@@ -33,7 +33,9 @@ class RaoParallelEnv(ParallelEnv):
         self.engine = make_engine(task_id, **kwargs)
         lim = self.engine.limits
         self.possible_agents = [f"node_{i}" for i in range(lim.max_nodes)]
-        self._obs_space = observation_space(lim.max_obs_chars, lim.max_depth, lim.max_steps_per_node, lim.tree_step_budget)
+        self._obs_space = observation_space(
+            lim.max_obs_chars, lim.max_depth, lim.max_steps_per_node, lim.tree_step_budget, lim.max_nodes
+        )
         self._act_space = text_space(lim.max_action_chars)
         # one cached space object per agent (PettingZoo seeds them one by one)
         self._obs_spaces: dict[str, Any] = {}
@@ -69,6 +71,10 @@ class RaoParallelEnv(ParallelEnv):
         """Apply the actions of every agent that can act (slot order); others are no-ops."""
         if not self.agents:
             raise ResetNeededError("the episode is over; call reset()")
+        if not isinstance(actions, dict):
+            raise ActionTypeError(
+                f"step takes a dict {{agent: action}} (e.g. {{'node_0': '<tool>...</tool>'}}), got {type(actions).__name__}"
+            )
         engine, tree = self.engine, self.engine.tree
         before, n_known = list(self.agents), len(self._slot_to_node)
         ended: set[str] = set()
