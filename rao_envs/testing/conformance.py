@@ -269,6 +269,12 @@ def fuzz_actions(
         "```json\n{\"name\": 3}\n```", "[" * 50_000 + "]" * 50_000, "{" * 10_000, "x" * 200_000,
         "\x00\x01\x02\xff", "é✓" * 1000, "\ud800", "<tool>" + '{"name": "a", "args": ' * 3000 + "</tool>",
         b"<tool>bytes</tool>", None, 12345, 3.5, ["list"], {"dict": 1},
+        '<tool>{"name": "delegate", "args": {"goal": "x", "wait": false}}</tool>',
+        '<tool>{"name": "cancel", "args": {"ids": ["0.0", "0.0"]}}</tool>',
+        '<tool>{"name": "finish", "args": {"result": [NaN, Infinity, -Infinity]}}</tool>',
+        '<tool>{"name": "finish", "args": {"result": "\\ud800 lone surrogate"}}</tool>',
+        '<tool>{"name": "finish", "args": {"result": ' + "[" * 400 + "]" * 400 + "}}</tool>",
+        "\ud800<tool>" + "\udfff" * 10,
     ]
     for name in tool_names:
         fixed += [
@@ -323,6 +329,8 @@ def check_fuzz(env_id: str, n: int = 2000, seed: int = 0, **kwargs: Any) -> int:
                 _fail(f"{env_id}: action #{i} {str(action)[:80]!r} got no feedback observation")
         if term or trunc:
             check_tree_invariants(engine.tree)
+            if EpisodeTree.from_json(engine.tree.to_json()) != engine.tree:
+                _fail(f"{env_id}: the tree after action #{i} does not save and load back equal")
             obs, info = env.reset(seed=seed + i + 1)
     return n
 
