@@ -20,6 +20,8 @@ def test_clean_venv_non_editable_install(tmp_path):
     assert install.returncode == 0, install.stderr[-3000:]
     code = (
         "import gymnasium as gym, rao_envs, rao_envs.envs.textcraft, rao_envs.sandboxes, rao_envs.testing\n"
+        "import rao_envs.policies, rao_envs.protocols, rao_envs.limiter, rao_envs.rollout\n"
+        "gym.make('rao_envs/TextCraftDiscrete-v0').reset(seed=0)  # a task's discrete view, right after import\n"
         "env = gym.make('rao_envs/Toy-v0')\n"
         "obs, info = env.reset(seed=0)\n"
         "pol = env.unwrapped.task.oracle()\n"
