@@ -1,0 +1,252 @@
+"""The TextCraft recipe world: items, tiers, recipes, the train/val split (built once per process).
+
+:func:`get_world` builds the world from a fixed seed: five domains with meaningless names
+(metal ``m``, crystal ``c``, organic ``o``, arcane ``a``, tech ``t``), base items at tier 0
+(``m0_ore``, ``raw_o0``, ...) and craftable items ``{domain}{k}_i{tier}`` at tiers 1-12, plus
+cross-domain items (``x10_mc``, ``x11_mct``, ``x12_all``) at tiers 10-12. Every item has
+exactly one recipe, and an item's recipe depth equals its tier. Craftable items are split
+80/20 by item between ``train`` and ``val``.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+WORLD_SEED = 42
+DOMAINS = ("m", "c", "o", "a", "t")
+MAX_TIER = 12
+BASE_PER_DOMAIN = 6
+ITEMS_PER_TIER = 8
+VAL_FRACTION = 0.2
+#: cross-domain items: name -> (tier, domains it draws one ingredient from)
+CROSS_ITEMS: dict[str, tuple[int, str]] = {
+    "x10_mc": (10, "mc"),
+    "x10_ot": (10, "ot"),
+    "x10_am": (10, "am"),
+    "x10_ct": (10, "ct"),
+    "x11_mct": (11, "mct"),
+    "x11_oat": (11, "oat"),
+    "x12_all": (12, "mcoat"),
+}
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """One recipe: ``ingredients`` (item -> count per execution) make ``result_count`` items."""
+
+    ingredients: tuple[tuple[str, int], ...]
+    result_count: int
+
+    def as_dict(self, executions: int = 1) -> dict[str, int]:
+        """Ingredients for ``executions`` crafts, as a plain dict."""
+        return {item: q * executions for item, q in self.ingredients}
+
+
+@dataclass
+class World:
+    """The procedural recipe world: items, tiers, recipes, depths and the train/val split."""
+
+    seed: int
+    base: tuple[str, ...]
+    tier: dict[str, int]
+    domain: dict[str, str]
+    recipes: dict[str, Recipe]
+    depth: dict[str, int] = field(default_factory=dict)
+    by_tier: dict[int, tuple[str, ...]] = field(default_factory=dict)
+    val_items: frozenset[str] = frozenset()
+    _needs: dict[tuple[str, int], dict[str, int]] = field(default_factory=dict, repr=False)
+
+    # -- queries --------------------------------------------------------------------------
+    def exists(self, item: str) -> bool:
+        """True for every base or craftable item of the world."""
+        return item in self.tier
+
+    def is_base(self, item: str) -> bool:
+        """True for tier-0 items (they cannot be crafted)."""
+        return item in self.tier and item not in self.recipes
+
+    def split_items(self, split: str, tiers: Iterable[int]) -> list[str]:
+        """The craftable items of ``tiers`` that belong to ``split`` (``train`` or ``val``)."""
+        out = []
+        for t in tiers:
+            for item in self.by_tier.get(t, ()):
+                if (item in self.val_items) == (split == "val"):
+                    out.append(item)
+        return out
+
+    def close_matches(self, item: str, n: int = 3) -> list[str]:
+        """Known item names that look like ``item`` (for error messages)."""
+        import difflib
+
+        return difflib.get_close_matches(str(item), list(self.tier), n=n, cutoff=0.6)
+
+    # -- planning ---------------------------------------------------------------------------
+    def base_needs(self, item: str, count: int) -> dict[str, int]:
+        """Base items needed for ``count`` x ``item``, per branch of the expansion tree.
+
+        Every occurrence of an intermediate is crafted on its own with ``ceil(need /
+        result_count)`` executions, so this is an upper bound for any crafting strategy
+        (crafting a shared intermediate once with the summed total never needs more).
+        """
+        if item not in self.recipes:
+            return {item: count}
+        key = (item, count)
+        if key not in self._needs:
+            recipe = self.recipes[item]
+            execs = -(-count // recipe.result_count)
+            total: dict[str, int] = {}
+            for ing, q in recipe.ingredients:
+                for base, n in self.base_needs(ing, q * execs).items():
+                    total[base] = total.get(base, 0) + n
+            self._needs[key] = total
+        return dict(self._needs[key])
+
+    def plan(self, targets: Mapping[str, int]) -> list[tuple[str, int]]:
+        """The flat crafting plan for ``targets``: ``(item, total)`` in a valid order.
+
+        Each non-base item of the expansion is crafted once, with the summed need of all
+        its consumers rounded up to a multiple of its result count; lowest depth first.
+        Existing inventory is ignored (the plan never relies on it).
+        """
+        need: dict[str, int] = {}
+        for item, n in targets.items():
+            if item in self.recipes:
+                need[item] = need.get(item, 0) + int(n)
+        closure = set(need)
+        stack = list(need)
+        while stack:
+            for ing, _ in self.recipes[stack.pop()].ingredients:
+                if ing in self.recipes and ing not in closure:
+                    closure.add(ing)
+                    stack.append(ing)
+        order = sorted(closure, key=lambda i: (-self.depth[i], i))  # consumers first
+        totals: dict[str, int] = {}
+        for item in order:
+            recipe = self.recipes[item]
+            execs = -(-need[item] // recipe.result_count)
+            totals[item] = execs * recipe.result_count
+            for ing, q in recipe.ingredients:
+                if ing in self.recipes:
+                    need[ing] = need.get(ing, 0) + q * execs
+        return [(item, totals[item]) for item in reversed(order)]
+
+    def info(self, item: str, inventory: Mapping[str, int]) -> dict[str, Any]:
+        """What ``get_info`` reports about one item."""
+        if item not in self.tier:
+            out: dict[str, Any] = {"item": item, "error": "unknown item"}
+            close = self.close_matches(item)
+            if close:
+                out["did_you_mean"] = close
+            return out
+        recipe = self.recipes.get(item)
+        return {
+            "item": item,
+            "can_craft": recipe is not None,
+            "is_base": recipe is None,
+            "in_inventory": int(inventory.get(item, 0)),
+            "crafting_depth": self.depth[item],
+            "recipes": [] if recipe is None else [
+                {"ingredients": recipe.as_dict(), "result_count": recipe.result_count}
+            ],
+        }
+
+
+def _base_name(domain: str, k: int) -> str:
+    return f"{domain}{k}_ore" if domain in ("m", "c") else f"raw_{domain}{k}"
+
+
+def _result_count(rng: np.random.Generator, tier: int) -> int:
+    if tier == 1:
+        return int(rng.integers(2, 5))
+    if tier == 2:
+        return int(rng.integers(2, 4))
+    if tier <= 5:
+        return int(rng.integers(1, 3))
+    return 1
+
+
+def _n_ingredients(rng: np.random.Generator, tier: int) -> int:
+    """Ingredients per recipe: 1-2 (tier 1), 2 (tiers 2-7), 2-3 (tiers 8-11), 3-4 (tier 12)."""
+    if tier == 1:
+        return int(rng.integers(1, 3))
+    if tier <= 7:
+        return 2
+    if tier <= 11:
+        return int(rng.integers(2, 4))
+    return int(rng.integers(3, 5))
+
+
+def _qty(rng: np.random.Generator, tier: int) -> int:
+    return int(rng.integers(1, 3)) if tier <= 4 else 1
+
+
+def _build_world(seed: int, items_per_tier: int, base_per_domain: int) -> World:
+    rng = np.random.default_rng(seed)
+    tier: dict[str, int] = {}
+    domain: dict[str, str] = {}
+    pool: dict[tuple[str, int], list[str]] = {}
+    for d in DOMAINS:
+        pool[(d, 0)] = [_base_name(d, k) for k in range(base_per_domain)]
+        for t in range(1, MAX_TIER + 1):
+            pool[(d, t)] = [f"{d}{k}_i{t}" for k in range(items_per_tier)]
+        for t in range(MAX_TIER + 1):
+            for item in pool[(d, t)]:
+                tier[item], domain[item] = t, d
+    base = tuple(i for d in DOMAINS for i in pool[(d, 0)])
+    recipes: dict[str, Recipe] = {}
+
+    def pick(d: str, t: int, exclude: set[str]) -> str:
+        options = [i for i in pool[(d, t)] if i not in exclude]
+        return options[int(rng.integers(len(options)))]
+
+    for t in range(1, MAX_TIER + 1):
+        for d in DOMAINS:
+            for item in pool[(d, t)]:
+                chosen: list[str] = [pick(d, t - 1, set())]  # one from t-1: depth == tier
+                n = _n_ingredients(rng, t)
+                if n > 1 and t >= 4 and rng.random() < 0.3:  # one slot from another domain, tier t-3..t-1
+                    other = [x for x in DOMAINS if x != d][int(rng.integers(len(DOMAINS) - 1))]
+                    chosen.append(pick(other, int(rng.integers(t - 3, t)), set(chosen)))
+                while len(chosen) < n:  # the rest from t-1 or t-2, weighted 1/(distance+1), i.e. 3:2
+                    lower = t - 1 if (t < 2 or rng.random() < 0.6) else t - 2
+                    chosen.append(pick(d, lower, set(chosen)))
+                ings = tuple(sorted((i, _qty(rng, t)) for i in chosen))
+                recipes[item] = Recipe(ings, _result_count(rng, t))
+    for name, (t, doms) in CROSS_ITEMS.items():
+        chosen = []
+        for j, d in enumerate(doms):
+            lower = t - 1 if j == 0 else t - int(rng.integers(2, 4))  # t-1 for the first, t-2/t-3 after
+            chosen.append(pick(d, lower, set(chosen)))
+        recipes[name] = Recipe(tuple(sorted((i, 1) for i in chosen)), 1)
+        tier[name], domain[name] = t, "x"
+
+    world = World(seed=seed, base=base, tier=tier, domain=domain, recipes=recipes)
+    for item in sorted(tier, key=lambda i: tier[i]):
+        r = recipes.get(item)
+        world.depth[item] = 0 if r is None else 1 + max(world.depth[i] for i, _ in r.ingredients)
+    by_tier: dict[int, list[str]] = {}
+    for item in recipes:
+        by_tier.setdefault(tier[item], []).append(item)
+    split_rng = np.random.default_rng([seed, 1])
+    val: set[str] = set()
+    for t in sorted(by_tier):
+        items = sorted(by_tier[t])
+        by_tier[t] = items
+        n_val = max(1, round(VAL_FRACTION * len(items)))
+        val.update(str(x) for x in split_rng.choice(items, size=n_val, replace=False))
+    world.by_tier = {t: tuple(v) for t, v in by_tier.items()}
+    world.val_items = frozenset(val)
+    return world
+
+
+@functools.lru_cache(maxsize=8)
+def get_world(
+    seed: int = WORLD_SEED, items_per_tier: int = ITEMS_PER_TIER, base_per_domain: int = BASE_PER_DOMAIN
+) -> World:
+    """The recipe world for ``seed`` (built once per process, then cached)."""
+    return _build_world(seed, items_per_tier, base_per_domain)
