@@ -118,14 +118,8 @@ class TextCraftOracle:
 
     def _split(self, targets: Mapping[str, int], own: set[str]) -> tuple[dict[str, int], dict[str, int]]:
         """Totals of the items in ``own`` (crafted here) and needs of the items delegated."""
-        world, need, totals = self.world, dict(targets), {}
-        for item in sorted(own, key=lambda i: (-world.depth[i], i)):
-            recipe = world.recipes[item]
-            execs = -(-need[item] // recipe.result_count)
-            totals[item] = execs * recipe.result_count
-            for ing, q in recipe.ingredients:
-                need[ing] = need.get(ing, 0) + q * execs
-        return totals, {i: n for i, n in need.items() if i in world.recipes and i not in own}
+        crafts, delegated = self.world.expand(targets, own=own)
+        return dict(crafts), delegated
 
     def _plan(self, node: str, targets: Mapping[str, int], depth: int, steps_left: int, max_depth: int) -> None:
         flat = self._flat_steps(targets)

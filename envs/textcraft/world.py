@@ -11,7 +11,7 @@ exactly one recipe, and an item's recipe depth equals its tier. Craftable items 
 from __future__ import annotations
 
 import functools
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -46,6 +46,10 @@ class Recipe:
         """Ingredients for ``executions`` crafts, as a plain dict."""
         return {item: q * executions for item, q in self.ingredients}
 
+    def executions(self, count: int) -> int:
+        """Crafts needed for at least ``count`` items: ``count / result_count``, rounded up."""
+        return -(-count // self.result_count)
+
 
 @dataclass
 class World:
@@ -60,6 +64,7 @@ class World:
     by_tier: dict[int, tuple[str, ...]] = field(default_factory=dict)
     val_items: frozenset[str] = frozenset()
     _needs: dict[tuple[str, int], dict[str, int]] = field(default_factory=dict, repr=False)
+    _closures: dict[tuple[str, ...], tuple[str, ...]] = field(default_factory=dict, repr=False)
 
     # -- queries --------------------------------------------------------------------------
     def exists(self, item: str) -> bool:
@@ -86,54 +91,100 @@ class World:
         return difflib.get_close_matches(str(item), list(self.tier), n=n, cutoff=0.6)
 
     # -- planning ---------------------------------------------------------------------------
+    def closure(self, items: Iterable[str], own: Collection[str] | None = None) -> tuple[str, ...]:
+        """The craftable items in the expansion of ``items``, consumers first (depth descending, then name).
+
+        With ``own``, only the items in ``own`` are expanded: the closure then also holds the
+        ingredients they need that are not in ``own`` (the frontier), but nothing below them.
+        """
+        if own is not None:
+            return self._walk_closure(items, own)
+        key = tuple(sorted(set(items)))
+        out = self._closures.get(key)
+        if out is None:
+            if len(self._closures) >= 4096:  # a bounded cache: plans repeat within and across trees
+                self._closures.clear()
+            out = self._closures[key] = self._walk_closure(key, None)
+        return out
+
+    def _walk_closure(self, items: Iterable[str], own: Collection[str] | None) -> tuple[str, ...]:
+        recipes = self.recipes
+        stack = [i for i in items if i in recipes]
+        seen = set(stack)
+        while stack:
+            item = stack.pop()
+            if own is not None and item not in own:
+                continue
+            for ing, _ in recipes[item].ingredients:
+                if ing in recipes and ing not in seen:
+                    seen.add(ing)
+                    stack.append(ing)
+        return tuple(sorted(seen, key=lambda i: (-self.depth[i], i)))
+
+    def expand(
+        self, targets: Mapping[str, int], stock: Mapping[str, int] | None = None, own: Collection[str] | None = None
+    ) -> tuple[list[tuple[str, int]], dict[str, int]]:
+        """The walk of the recipe tree behind every plan: ``(crafts, frontier)``.
+
+        ``crafts`` lists ``(item, total)`` consumers first (depth descending, then name): each
+        craftable item of the expansion of ``targets`` is crafted once, with the summed need
+        of all its consumers, less what ``stock`` already holds of it, rounded up to a
+        multiple of its result count (an item the stock covers is not crafted, nor expanded).
+        With ``own``, only the items in ``own`` are crafted and expanded; ``frontier`` holds
+        the summed needs of the craftable items reached but not in ``own``, in the order they
+        were first needed (empty without ``own``).
+        """
+        recipes = self.recipes
+        need = {i: int(n) for i, n in targets.items() if i in recipes}
+        crafts: list[tuple[str, int]] = []
+        for item in self.closure(need, own):
+            if own is not None and item not in own:
+                continue
+            n = need.get(item, 0)
+            if stock:
+                n -= max(0, stock.get(item, 0))
+            if n <= 0:
+                continue
+            recipe = recipes[item]
+            execs = recipe.executions(n)
+            crafts.append((item, execs * recipe.result_count))
+            for ing, q in recipe.ingredients:
+                if ing in recipes:
+                    need[ing] = need.get(ing, 0) + q * execs
+        frontier = {} if own is None else {i: n for i, n in need.items() if i not in own}
+        return crafts, frontier
+
+    def plan(self, targets: Mapping[str, int], stock: Mapping[str, int] | None = None) -> list[tuple[str, int]]:
+        """The flat crafting plan for ``targets``: ``(item, total)`` in a valid order, lowest depth first.
+
+        Each non-base item of the expansion is crafted once, with the summed need of all
+        its consumers rounded up to a multiple of its result count (:meth:`expand`, reversed).
+        Existing inventory is ignored (the plan never relies on it) unless ``stock`` names
+        what the caller holds for this job: those items are crafted only for the rest.
+        """
+        crafts, _ = self.expand(targets, stock)
+        crafts.reverse()
+        return crafts
+
     def base_needs(self, item: str, count: int) -> dict[str, int]:
         """Base items needed for ``count`` x ``item``, per branch of the expansion tree.
 
-        Every occurrence of an intermediate is crafted on its own with ``ceil(need /
-        result_count)`` executions, so this is an upper bound for any crafting strategy
-        (crafting a shared intermediate once with the summed total never needs more).
+        Unlike :meth:`expand`, every occurrence of an intermediate is crafted on its own with
+        ``ceil(need / result_count)`` executions, so this is an upper bound for any crafting
+        strategy (crafting a shared intermediate once with the summed total never needs more).
         """
         if item not in self.recipes:
             return {item: count}
         key = (item, count)
         if key not in self._needs:
             recipe = self.recipes[item]
-            execs = -(-count // recipe.result_count)
+            execs = recipe.executions(count)
             total: dict[str, int] = {}
             for ing, q in recipe.ingredients:
                 for base, n in self.base_needs(ing, q * execs).items():
                     total[base] = total.get(base, 0) + n
             self._needs[key] = total
         return dict(self._needs[key])
-
-    def plan(self, targets: Mapping[str, int]) -> list[tuple[str, int]]:
-        """The flat crafting plan for ``targets``: ``(item, total)`` in a valid order.
-
-        Each non-base item of the expansion is crafted once, with the summed need of all
-        its consumers rounded up to a multiple of its result count; lowest depth first.
-        Existing inventory is ignored (the plan never relies on it).
-        """
-        need: dict[str, int] = {}
-        for item, n in targets.items():
-            if item in self.recipes:
-                need[item] = need.get(item, 0) + int(n)
-        closure = set(need)
-        stack = list(need)
-        while stack:
-            for ing, _ in self.recipes[stack.pop()].ingredients:
-                if ing in self.recipes and ing not in closure:
-                    closure.add(ing)
-                    stack.append(ing)
-        order = sorted(closure, key=lambda i: (-self.depth[i], i))  # consumers first
-        totals: dict[str, int] = {}
-        for item in order:
-            recipe = self.recipes[item]
-            execs = -(-need[item] // recipe.result_count)
-            totals[item] = execs * recipe.result_count
-            for ing, q in recipe.ingredients:
-                if ing in self.recipes:
-                    need[ing] = need.get(ing, 0) + q * execs
-        return [(item, totals[item]) for item in reversed(order)]
 
     def info(self, item: str, inventory: Mapping[str, int]) -> dict[str, Any]:
         """What ``get_info`` reports about one item."""
