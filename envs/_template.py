@@ -16,13 +16,12 @@ split in halves and delegated to sub-agents.
 
 from __future__ import annotations
 
-import json
 import re
 from typing import Any
 
 import numpy as np
 
-from rao_envs import NodeContext, StateScope, Task, TaskInstance, ToolError, register_task, tool
+from rao_envs import Action, NodeContext, StateScope, Task, TaskInstance, ToolError, register_task, tool
 
 
 class TemplateTask(Task):
@@ -91,23 +90,19 @@ class TemplateOracle:
         mem = self.memory.setdefault(node, {"results": {}})
         mem["results"].update(self._RESULT.findall(text))
         if len(numbers) == 1:
-            return _call("finish", result=numbers[0])
+            return Action.finish(numbers[0]).to_text()
         if mem.get("added"):
-            return _call("finish", result=int(text.split()[0]))
+            return Action.finish(int(text.split()[0])).to_text()
         if len(numbers) == 2:
             mem["added"] = True
-            return _call("add", a=numbers[0], b=numbers[1])
+            return Action.tool("add", a=numbers[0], b=numbers[1]).to_text()
         if not mem.get("delegated"):
             mem["delegated"] = True
             half = len(numbers) // 2
-            return _call("delegate", numbers=numbers[:half]) + "\n" + _call("delegate", numbers=numbers[half:])
+            return "\n".join(Action(name="delegate", args={"numbers": part}).to_text() for part in (numbers[:half], numbers[half:]))
         mem["added"] = True
         a, b = (int(mem["results"][f"{node}.{i}"]) for i in range(2))
-        return _call("add", a=a, b=b)
-
-
-def _call(name: str, **args: Any) -> str:
-    return "<tool>" + json.dumps({"name": name, "args": args}) + "</tool>"
+        return Action.tool("add", a=a, b=b).to_text()
 
 
 # 5. register: importing this file makes gymnasium.make("rao_envs/Template-v0") work ----

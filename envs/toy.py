@@ -16,7 +16,7 @@ import numpy as np
 
 from rao_envs.errors import ToolError
 from rao_envs.task import NodeContext, Task, TaskInstance, tool
-from rao_envs.types import StateScope
+from rao_envs.types import Action, StateScope
 
 Expr = int | tuple[Any, str, Any]
 _TOKEN = re.compile(r"\s*(\d+|[()+\-*])")
@@ -167,19 +167,19 @@ class ToyOracle:
         mem["results"].update({cid: int(v) for cid, v in self._RESULT.findall(text)})
         expr = parse(info["node_args"]["expr"])
         if isinstance(expr, int):
-            return _call("finish", result=expr)
+            return Action.finish(expr).to_text()
         if "value" in mem:
-            return _call("finish", result=mem["value"])
+            return Action.finish(mem["value"]).to_text()
         if "=" in mem and (m := re.match(r"-?\d+", text.strip())):
             mem["value"] = int(m.group(0))
-            return _call("finish", result=mem["value"])
+            return Action.finish(mem["value"]).to_text()
         a, op, b = expr
         if "children" not in mem:
             mem["children"], calls = [], []
             for k, side in enumerate((a, b)):
                 if not isinstance(side, int):
                     mem["children"].append((k, f"{node}.{len(calls)}"))
-                    calls.append(_call("delegate", expr=show(side)))
+                    calls.append(Action(name="delegate", args={"expr": show(side)}).to_text())  # no goal: child_args writes it
             if calls:
                 return "\n".join(calls)
         values = [a, b]
@@ -187,10 +187,4 @@ class ToyOracle:
             # a refused delegation (depth, budget) never reports: compute that operand directly
             values[k] = mem["results"].get(cid, evaluate((a, b)[k]))
         mem["="] = True
-        return _call("calc", a=values[0], op=op, b=values[1])
-
-
-def _call(name: str, **args: Any) -> str:
-    import json
-
-    return f'<tool>{json.dumps({"name": name, "args": args})}</tool>'
+        return Action.tool("calc", a=values[0], op=op, b=values[1]).to_text()

@@ -6,8 +6,9 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from rao_envs.envs.textcraft.task import _call, goal_text
+from rao_envs.envs.textcraft.task import goal_text
 from rao_envs.envs.textcraft.world import World
+from rao_envs.types import Action
 
 
 class TextCraftOracle:
@@ -70,7 +71,7 @@ class TextCraftOracle:
             queue.append(("finish", targets))
         if queue[0][0] == "craft" and steps_left > len(queue) and self._held_back(node, queue[0]):
             self.stats["waits"] += 1
-            return _call("view_inventory")
+            return Action.tool("view_inventory").to_text()
         return self._emit(node, queue.pop(0))
 
     # -- planning -------------------------------------------------------------------------
@@ -156,7 +157,7 @@ class TextCraftOracle:
                 if holders:  # (2) hold the holders back until the child has finished
                     self.stats["protected"] += 1
                     self.protect.setdefault(item, []).append((child, holders))
-                calls.append(_call("delegate", goal=goal_text({item: n}), targets={item: n}))
+                calls.append(Action.delegate(goal_text({item: n}), targets={item: n}).to_text())
             return "\n".join(calls)
         if kind == "craft":
             _, item, total = step
@@ -169,11 +170,11 @@ class TextCraftOracle:
                 avail[ing] = avail.get(ing, 0) - q
                 future[ing] = future.get(ing, 0) - q
             avail[item] = avail.get(item, 0) + total
-            return _call("craft", ingredients=ingredients, target=[item, total])
+            return Action.tool("craft", ingredients=ingredients, target=[item, total]).to_text()
         self.live.discard(node)
         parent, item = self.parent.get(node), self.target.get(node)
         if parent is not None and item is not None:
             made = max(0, self.avail.get(node, {}).get(item, 0))
             pav = self.avail.setdefault(parent, {})
             pav[item] = pav.get(item, 0) + made
-        return _call("finish", result=goal_text(step[1]).replace("Craft", "Crafted", 1))
+        return Action.finish(goal_text(step[1]).replace("Craft", "Crafted", 1)).to_text()

@@ -78,10 +78,6 @@ def _fmt(d: Mapping[str, int]) -> str:
     return "{" + ", ".join(f"{k}: {v}" for k, v in d.items()) + "}"
 
 
-def _call(name: str, **args: Any) -> str:
-    return f"<tool>{json.dumps({'name': name, 'args': args})}</tool>"
-
-
 # ------------------------------------------------------------------------------ the task
 SYSTEM_PROMPT = """You are a crafting agent in a synthetic crafting world. Item names are meaningless codes: \
 base items (such as m0_ore or raw_o3) cannot be crafted; every other item has exactly one recipe.
