@@ -16,6 +16,7 @@ import numpy as np
 
 from rao_envs.errors import ToolError
 from rao_envs.task import NodeContext, Task, TaskInstance, tool
+from rao_envs.policies.base import NodeInfo
 from rao_envs.types import Action, StateScope
 
 Expr = int | tuple[Any, str, Any]
@@ -153,25 +154,26 @@ class ToyArithmetic(Task):
 
 
 class ToyOracle:
-    """Scripted policy for Toy-v0: ``policy(observation, info) -> action text``."""
+    """Scripted policy for Toy-v0: ``policy(observation, info) -> action text``.
 
-    _RESULT = re.compile(r"\[sub-agent (\S+) finished\] (-?\d+)")
+    It reads only the structured ``info`` (:class:`~rao_envs.policies.base.NodeInfo`): the
+    node's ``expr`` from ``node_args`` and its children's results from ``child_results``.
+    A compound node delegates each compound operand, then applies its operator with ``calc``
+    to the children's results (an operand whose child did not finish with an integer, e.g.
+    a refused delegation, it evaluates itself) and finishes with the value it computed.
+    """
 
     def __init__(self) -> None:
         self.memory: dict[str, dict[str, Any]] = {}
 
-    def __call__(self, obs: Any, info: dict[str, Any]) -> str:
-        text = obs["text"] if isinstance(obs, dict) else str(obs)
+    def __call__(self, obs: Any, info: NodeInfo) -> str:
+        """The next tool call of the node ``info`` describes (``obs`` is not read)."""
         node = info["node"]
-        mem = self.memory.setdefault(node, {"results": {}})
-        mem["results"].update({cid: int(v) for cid, v in self._RESULT.findall(text)})
+        mem = self.memory.setdefault(node, {})
         expr = parse(info["node_args"]["expr"])
         if isinstance(expr, int):
             return Action.finish(expr).to_text()
         if "value" in mem:
-            return Action.finish(mem["value"]).to_text()
-        if "=" in mem and (m := re.match(r"-?\d+", text.strip())):
-            mem["value"] = int(m.group(0))
             return Action.finish(mem["value"]).to_text()
         a, op, b = expr
         if "children" not in mem:
@@ -184,7 +186,12 @@ class ToyOracle:
                 return "\n".join(calls)
         values = [a, b]
         for k, cid in mem["children"]:
-            # a refused delegation (depth, budget) never reports: compute that operand directly
-            values[k] = mem["results"].get(cid, evaluate((a, b)[k]))
-        mem["="] = True
+            child = info["child_results"].get(cid)
+            ok = child is not None and child["status"] == "finished"
+            result = child["result"] if ok else None
+            if isinstance(result, int) and not isinstance(result, bool):
+                values[k] = result
+            else:  # no integer back (a refused delegation never reports): compute that operand directly
+                values[k] = evaluate((a, b)[k])
+        mem["value"] = _OPS[op](values[0], values[1])
         return Action.tool("calc", a=values[0], op=op, b=values[1]).to_text()

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from typing import Any
 
 from rao_envs.envs.textcraft.task import goal_text
 from rao_envs.envs.textcraft.world import World
+from rao_envs.policies.base import NodeInfo
 from rao_envs.types import Action
 
 
@@ -30,12 +30,15 @@ class TextCraftOracle:
     ingredient's own ingredients), when its steps allow; otherwise (2) delegates it anyway
     but makes the holders wait (one ``view_inventory`` turn at a time, while they have spare
     steps) before consuming it until the child has finished.
+
+    It reads only the structured ``info`` (:class:`~rao_envs.policies.base.NodeInfo`):
+    ``node``, ``node_args``, ``depth``, ``max_depth``, ``steps_left``, ``turn`` (0 on a
+    node's first turn, when it plans) and ``refused`` (its delegation was refused: it then
+    crafts everything itself), never the observation text.
     """
 
-    _DEPTH = re.compile(r"\| depth (\d+)/(\d+) \|")
-
-    def __init__(self, world: World, delegate: bool = True, max_depth: int = 6) -> None:
-        self.world, self.delegate, self.max_depth = world, delegate, max_depth
+    def __init__(self, world: World, delegate: bool = True) -> None:
+        self.world, self.delegate = world, delegate
         self._new_episode()
 
     def _new_episode(self) -> None:
@@ -48,21 +51,19 @@ class TextCraftOracle:
         self.protect: dict[str, list[tuple[str, set[str]]]] = {}  # item -> [(child, holders to hold back)]
         self.stats = {"nodes": 0, "flattened": 0, "protected": 0, "waits": 0, "unsafe": 0}
 
-    def __call__(self, obs: Any, info: dict[str, Any]) -> str:
-        text = obs["text"] if isinstance(obs, dict) else str(obs)
+    def __call__(self, obs: Any, info: NodeInfo) -> str:
+        """The next tool call of the node ``info`` describes (``obs`` is not read)."""
         node = info["node"]
-        targets = {k: int(v) for k, v in (info.get("node_args") or {}).get("targets", {}).items()}
+        targets = {k: int(v) for k, v in info["node_args"].get("targets", {}).items()}
         steps_left = int(info["steps_left"])
-        if node not in self.queue or text.startswith("# Task"):  # the node's first turn
+        if node not in self.queue or info["turn"] == 0:  # the node's first turn
             if node == "0":
                 self._new_episode()
-            m = self._DEPTH.search(text)
-            max_depth = int(m.group(2)) if m else self.max_depth
             self.live.add(node)
             self.parent.setdefault(node, node.rpartition(".")[0] or None)
             self.stats["nodes"] += 1
-            self._plan(node, targets, int(info["depth"]), steps_left, max_depth)
-        elif text.startswith("Refused"):  # delegation refused (e.g. node limit): do it all yourself
+            self._plan(node, targets, int(info["depth"]), steps_left, int(info["max_depth"]))
+        elif info["refused"]:  # delegation refused (e.g. node limit): do it all yourself
             for child in [c for c in self.live if self.parent.get(c) == node]:
                 self.live.discard(child)
             self._set_queue(node, self._flat_steps(targets))

@@ -308,14 +308,11 @@ class TextCraftSynth(Task):
         return f"Crafted {total}x {item} (used {_fmt(want)}). You now hold {inv[item]}x {item}."
 
     # -- oracles -------------------------------------------------------------------------------
-    def oracle(self, delegate: bool = True, max_depth: int | None = None) -> TextCraftOracle:
+    def oracle(self, delegate: bool = True) -> TextCraftOracle:
         """Scripted policy: delegating (default) or flat (``delegate=False``).
 
-        The depth limit is read from each observation's status line; ``max_depth`` is only
-        the fallback when an observation has none.
+        It reads the depth limit, the turn and refusals from ``info`` (a ``NodeInfo``).
         """
         from rao_envs.envs.textcraft.oracle import TextCraftOracle  # oracle.py imports this module
 
-        if max_depth is None:
-            max_depth = int(self.default_limits["max_depth"])
-        return TextCraftOracle(self.world, delegate=delegate, max_depth=max_depth)
+        return TextCraftOracle(self.world, delegate=delegate)
