@@ -1,10 +1,37 @@
 """Toy-v0: evaluate an arithmetic expression tree, delegating sub-expressions.
 
+## Description
 The smallest complete task, for docs and fast tests. A node's job is one expression such
-as ``((3 + 4) * (5 - 2))``; the ``calc`` tool applies one operator to two numbers, and a
-node may delegate each operand to a child (state scope ``isolated``: children share
-nothing). The verifier checks the node's own finish value exactly. The oracle delegates
-every compound operand (in parallel), combines the two results with ``calc`` and finishes.
+as ``((3 + 4) * (5 - 2))`` (``args={"expr": "..."}``): integers 1-9 with ``+ - *``. The
+oracle (:class:`ToyOracle`) delegates every compound operand (in parallel), combines the
+two results with ``calc`` and finishes.
+
+## Tools
+``calc(a: int, op: "+" | "-" | "*", b: int)``: applies one operator to two integers
+(operands above 10**12 are an error).
+
+## Delegation
+``delegate(expr="(3 + 4)")``: exactly one task argument, a valid expression string; the
+child's goal defaults to "Compute the value of EXPR. Finish with the number.".
+
+## State scope
+``isolated``: children share nothing with their parent.
+
+## Rewards
+The verifier checks the node's own finish value exactly: score 1.0 when the result equals
+the value of the node's expression, else 0.0. Each node's reward is the engine's local
+reward ``score + lam * mean(children's scores)``.
+
+## Termination
+A node ends when it calls ``finish`` or runs out of its 6 steps (truncated, score 0); the
+episode ends when the root does. Limits: ``max_depth`` 4, ``max_steps_per_node`` 6,
+``max_nodes`` 64.
+
+## Difficulties
+The depth of the expression tree: ``easy`` 1-2, ``medium`` 2-3 (default), ``hard`` 3-4.
+
+## Registered ids
+``rao_envs/Toy-v0`` (the text view; also ``rao_envs.parallel_env("Toy-v0")``).
 """
 
 from __future__ import annotations

@@ -1,26 +1,10 @@
-"""TextCraft-v0 (TextCraft-Synth, RAO paper section 4.1): craft items in a procedural recipe world.
+"""TextCraft-v0's task class, :class:`TextCraftSynth`: instances, prompt, tools and verifier.
 
-The world is built once per process from a fixed seed (:func:`get_world`): five domains with
-meaningless names (metal ``m``, crystal ``c``, organic ``o``, arcane ``a``, tech ``t``), base
-items at tier 0 (``m0_ore``, ``raw_o0``, ...) and craftable items ``{domain}{k}_i{tier}`` at
-tiers 1-12, plus cross-domain items (``x10_mc``, ``x11_mct``, ``x12_all``) at tiers 10-12.
-Every item has exactly one recipe, and an item's recipe depth equals its tier.
-
-An instance asks for one target item (``args={"targets": {"m5_i3": 2}}``); its depth sets the
-difficulty (easy 2-3, medium 4-6, hard 7-9, extreme 10-12). Targets are split 80/20 by item
-between ``train`` and ``val``. The starting inventory holds exactly the base materials the
-target needs (an upper bound for any crafting order) plus a 0-50% buffer and 1-3 distractors.
-
-State scope is ``shared``: one inventory dict, shared by reference by every node of the tree.
-A node succeeds when, at its ``finish``, each of its targets grew by at least the asked count
-since the node was spawned (its ``spawn_snapshot``). Tools: ``get_info``, ``view_inventory``
-and ``craft``. Two oracles: the delegating one (default) solves every instance when the depth
-limit leaves room; the flat one (``delegate=False``) runs out of steps on deep instances.
-
-Measured (``benchmarks/textcraft_depth.py``, 50 seeds per difficulty, 25 steps per node):
-the delegating oracle needs ``max_depth`` 0 (easy), 1 (medium), 4 (hard) and 7 (extreme) to
-solve every seed (extreme: 58% at the default 6); the flat oracle solves 100% of easy, 88% of
-medium and none of hard or extreme. Extreme trees have 170 nodes on average, at most 494.
+Described, in the fixed sections of every task (tools, delegation, state scope, rewards,
+termination, difficulties, registered ids), in the package docstring
+(``rao_envs.envs.textcraft``). Also here: the limits of a delegation and of a craft call,
+and :func:`goal_text` / :func:`parse_targets`, the goal format shared by the oracle and the
+discrete view.
 """
 
 from __future__ import annotations
