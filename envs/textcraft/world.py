@@ -5,7 +5,8 @@
 (``m0_ore``, ``raw_o0``, ...) and craftable items ``{domain}{k}_i{tier}`` at tiers 1-12, plus
 cross-domain items (``x10_mc``, ``x11_mct``, ``x12_all``) at tiers 10-12. Every item has
 exactly one recipe, and an item's recipe depth equals its tier. Craftable items are split
-80/20 by item between ``train`` and ``val``.
+80/20 by item between ``train`` and ``val``. :meth:`World.expand` is the one expansion of
+targets into crafts: the task, its oracle and the discrete view plan with it.
 """
 
 from __future__ import annotations
@@ -53,7 +54,12 @@ class Recipe:
 
 @dataclass
 class World:
-    """The procedural recipe world: items, tiers, recipes, depths and the train/val split."""
+    """The procedural recipe world: items, tiers, recipes, depths and the train/val split.
+
+    Planning: :meth:`expand` walks the recipe tree of some targets (consumers first, summed
+    needs, optional stock or own set); :meth:`plan` is its crafting order; :meth:`base_needs`
+    is the per-branch upper bound that sizes starting inventories.
+    """
 
     seed: int
     base: tuple[str, ...]
@@ -64,7 +70,7 @@ class World:
     by_tier: dict[int, tuple[str, ...]] = field(default_factory=dict)
     val_items: frozenset[str] = frozenset()
     _needs: dict[tuple[str, int], dict[str, int]] = field(default_factory=dict, repr=False)
-    _closures: dict[tuple[str, ...], tuple[str, ...]] = field(default_factory=dict, repr=False)
+    _closures: dict[tuple[str, ...], tuple[str, ...]] = field(default_factory=dict, repr=False, compare=False)
 
     # -- queries --------------------------------------------------------------------------
     def exists(self, item: str) -> bool:
