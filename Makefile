@@ -28,7 +28,7 @@ sandbox-deps:
 	  fi; }
 
 demo: setup
-	$(PY) -m rao_envs.demo
+	$(PY) examples/demo.py
 
 test: setup
 	$(PY) -m pytest -m "not slow" -q

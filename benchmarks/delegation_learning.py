@@ -13,14 +13,19 @@ Runs ``--workers`` trainings in parallel (one CPU core each), with a live progre
 from __future__ import annotations
 
 import json
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import tyro
-from rich.console import Console
+# The demo is a script in examples/, not part of the package: import it from there (as it imports its
+# sibling, the PPO example); spawned training workers inherit this sys.path.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples"))
 
-from rao_envs.demo import Job, learning_table, markdown_table, plot_learning, run_learning
+import tyro  # noqa: E402
+from rich.console import Console  # noqa: E402
+
+from demo import Job, learning_table, markdown_table, plot_learning, run_learning  # noqa: E402
 
 
 @dataclass

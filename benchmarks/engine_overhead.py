@@ -49,7 +49,6 @@ from __future__ import annotations
 
 import argparse
 import gc
-import json
 import os
 import platform
 import statistics
@@ -63,15 +62,11 @@ from typing import Any
 import gymnasium as gym
 
 import rao_envs  # registers rao_envs/<task> with Gymnasium
-from rao_envs import Task, TaskInstance, tool
+from rao_envs import Action, Task, TaskInstance, tool
 
 _ns, _cpu = time.perf_counter_ns, time.thread_time_ns
 TARGET_US = 30.0  # issue 3: ≤ 30 µs per node step for our loop
 TARGET_RATIO = 10.0  # issue 3: ≥ 10× faster than TextArena's observe+step loop
-
-
-def _tool(name: str, **args: Any) -> str:
-    return "<tool>" + json.dumps({"name": name, "args": args}) + "</tool>"
 
 
 # --------------------------------------------------------------------------- settings
@@ -122,7 +117,7 @@ class Scenario:
 
 
 def _toy_actions(env: Any, info: dict[str, Any]) -> list[str]:
-    return [_tool("calc", a=i, op="+*-"[i % 3], b=7) for i in range(12)]
+    return [Action.tool("calc", a=i, op="+*-"[i % 3], b=7).to_text() for i in range(12)]
 
 
 def toy_scenario() -> Scenario:
@@ -130,8 +125,8 @@ def toy_scenario() -> Scenario:
         task_id="Toy-v0",
         make_kwargs={},
         actions=_toy_actions,
-        delegate=lambda env, info: _tool("delegate", expr="(1 + 2)"),
-        finish=_tool("finish", result=3),
+        delegate=lambda env, info: Action(name="delegate", args={"expr": "(1 + 2)"}).to_text(),
+        finish=Action.finish(3).to_text(),
     )
 
 
@@ -169,9 +164,9 @@ def noop_scenario(tool_name: str = "ping") -> Scenario:
     return Scenario(
         task_id="BenchNoop-v0",
         make_kwargs={},
-        actions=lambda env, info: [_tool(tool_name)],
-        delegate=lambda env, info: _tool("delegate", goal="Call ping."),
-        finish=_tool("finish", result="done"),
+        actions=lambda env, info: [Action.tool(tool_name).to_text()],
+        delegate=lambda env, info: Action.delegate("Call ping.").to_text(),
+        finish=Action.finish("done").to_text(),
     )
 
 
@@ -190,16 +185,16 @@ def _textcraft_actions(env: Any, info: dict[str, Any]) -> list[str]:
         recipe = world.recipes[item]
         for ing, _q in recipe.ingredients:
             inv[ing] = 10**9
-        crafts.append(_tool("craft", ingredients=recipe.as_dict(), target=[item, recipe.result_count]))
+        crafts.append(Action.tool("craft", ingredients=recipe.as_dict(), target=[item, recipe.result_count]).to_text())
     return [
-        _tool("view_inventory"),
-        _tool("get_info", items=targets[:1] or simple[:1]),
+        Action.tool("view_inventory").to_text(),
+        Action.tool("get_info", items=targets[:1] or simple[:1]).to_text(),
         crafts[0],
-        _tool("get_info", items=simple),
+        Action.tool("get_info", items=simple).to_text(),
         crafts[1 % len(crafts)],
-        _tool("view_inventory"),
+        Action.tool("view_inventory").to_text(),
         crafts[2 % len(crafts)],
-        _tool("get_info", items=sorted(inv)[:2]),
+        Action.tool("get_info", items=sorted(inv)[:2]).to_text(),
     ]
 
 
@@ -209,8 +204,8 @@ def textcraft_scenario() -> Scenario:
         make_kwargs={"difficulty": "medium"},
         actions=_textcraft_actions,
         # a sub-agent on the node's own targets (a valid delegation in TextCraft-Synth)
-        delegate=lambda env, info: _tool("delegate", goal="help with: " + info["goal"][:80], **dict(info["node_args"])),
-        finish=_tool("finish", result="done"),
+        delegate=lambda env, info: Action.delegate("help with: " + info["goal"][:80], **dict(info["node_args"])).to_text(),
+        finish=Action.finish("done").to_text(),
     )
 
 

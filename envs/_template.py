@@ -8,21 +8,47 @@ A task author writes only four things (MiniGrid-style); the engine does the rest
 Plus: the declared ``state_scope``, the ``difficulties``, what a parent may delegate
 (``child_args``) and an ``oracle`` that solves every instance (the conformance suite checks
 it reaches the maximum score). Register the task at the bottom and check it with
-``rao-envs check Template-v0 --load path/to/this_file.py``.
+``rao-envs check Template-v0 --load path/to/this_file.py``. Describe your task in the
+sections below, keeping their order (every built-in task's docstring has them).
 
-This example: sum a list of integers. The ``add`` tool adds two numbers; long lists are
-split in halves and delegated to sub-agents.
+## Description
+Sum a list of integers (``args={"numbers": [...]}``, each 0-99). The oracle
+(:class:`TemplateOracle`) splits a list longer than two in halves, delegates both, and
+adds the two results.
+
+## Tools
+``add(a: int, b: int)``: adds two integers.
+
+## Delegation
+``delegate(numbers=[...])``: exactly one task argument, a non-empty list of integers; the
+child's goal defaults to "Compute the sum of [...]. Finish with the number.".
+
+## State scope
+``isolated``: children share nothing with their parent.
+
+## Rewards
+Score 1.0 when the node's finish result equals the sum of its own numbers, else 0.0. Each
+node's reward is the engine's local reward ``score + lam * mean(children's scores)``.
+
+## Termination
+A node ends when it calls ``finish`` or runs out of its 8 steps (truncated, score 0); the
+episode ends when the root does. Limits: ``max_depth`` 4, ``max_steps_per_node`` 8,
+``max_nodes`` 64.
+
+## Difficulties
+The list's length: ``easy`` 2 (default), ``medium`` 4, ``hard`` 8.
+
+## Registered ids
+``rao_envs/Template-v0``, once this file is imported (or loaded with ``--load``).
 """
 
 from __future__ import annotations
 
-import json
-import re
 from typing import Any
 
 import numpy as np
 
-from rao_envs import NodeContext, StateScope, Task, TaskInstance, ToolError, register_task, tool
+from rao_envs import Action, NodeContext, StateScope, Task, TaskInstance, ToolError, register_task, tool
 
 
 class TemplateTask(Task):
@@ -78,37 +104,37 @@ class TemplateTask(Task):
 
 
 class TemplateOracle:
-    """Scripted policy: ``policy(observation, info) -> action text``."""
+    """Scripted policy: ``policy(observation, info) -> action text``.
 
-    _RESULT = re.compile(r"\[sub-agent (\S+) finished\] (-?\d+)")
+    It reads only ``info`` (a ``NodeInfo``): the node's ``numbers`` from ``node_args`` and
+    its children's results from ``child_results`` (a half whose child did not finish with
+    an integer, e.g. a refused delegation, it adds up itself).
+    """
 
     def __init__(self) -> None:
         self.memory: dict[str, dict[str, Any]] = {}
 
     def __call__(self, obs: Any, info: dict[str, Any]) -> str:
-        text, node = obs["text"], info["node"]
-        numbers = info["node_args"]["numbers"]
-        mem = self.memory.setdefault(node, {"results": {}})
-        mem["results"].update(self._RESULT.findall(text))
+        """The next tool call of the node ``info`` describes."""
+        node, numbers = info["node"], info["node_args"]["numbers"]
+        mem = self.memory.setdefault(node, {})
         if len(numbers) == 1:
-            return _call("finish", result=numbers[0])
-        if mem.get("added"):
-            return _call("finish", result=int(text.split()[0]))
+            return Action.finish(numbers[0]).to_text()
+        if "sum" in mem:  # the add call went out last turn
+            return Action.finish(mem["sum"]).to_text()
+        half = len(numbers) // 2
+        halves = (numbers[:half], numbers[half:])
         if len(numbers) == 2:
-            mem["added"] = True
-            return _call("add", a=numbers[0], b=numbers[1])
-        if not mem.get("delegated"):
+            a, b = numbers
+        elif not mem.get("delegated"):
             mem["delegated"] = True
-            half = len(numbers) // 2
-            return _call("delegate", numbers=numbers[:half]) + "\n" + _call("delegate", numbers=numbers[half:])
-        mem["added"] = True
-        a, b = (int(mem["results"][f"{node}.{i}"]) for i in range(2))
-        return _call("add", a=a, b=b)
-
-
-def _call(name: str, **args: Any) -> str:
-    return "<tool>" + json.dumps({"name": name, "args": args}) + "</tool>"
+            return "\n".join(Action(name="delegate", args={"numbers": part}).to_text() for part in halves)
+        else:
+            results = [info["child_results"].get(f"{node}.{i}", {}).get("result") for i in range(2)]
+            a, b = (r if isinstance(r, int) else sum(part) for r, part in zip(results, halves))
+        mem["sum"] = a + b
+        return Action.tool("add", a=a, b=b).to_text()
 
 
 # 5. register: importing this file makes gymnasium.make("rao_envs/Template-v0") work ----
-register_task(f"{TemplateTask.name}-v{TemplateTask.version}", TemplateTask, source=__name__)
+register_task("Template-v0", f"{__name__}:TemplateTask", source=__name__)

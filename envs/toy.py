@@ -1,10 +1,37 @@
 """Toy-v0: evaluate an arithmetic expression tree, delegating sub-expressions.
 
+## Description
 The smallest complete task, for docs and fast tests. A node's job is one expression such
-as ``((3 + 4) * (5 - 2))``; the ``calc`` tool applies one operator to two numbers, and a
-node may delegate each operand to a child (state scope ``isolated``: children share
-nothing). The verifier checks the node's own finish value exactly. The oracle delegates
-every compound operand (in parallel), combines the two results with ``calc`` and finishes.
+as ``((3 + 4) * (5 - 2))`` (``args={"expr": "..."}``): integers 1-9 with ``+ - *``. The
+oracle (:class:`ToyOracle`) delegates every compound operand (in parallel), combines the
+two results with ``calc`` and finishes.
+
+## Tools
+``calc(a: int, op: "+" | "-" | "*", b: int)``: applies one operator to two integers
+(operands above 10**12 are an error).
+
+## Delegation
+``delegate(expr="(3 + 4)")``: exactly one task argument, a valid expression string; the
+child's goal defaults to "Compute the value of EXPR. Finish with the number.".
+
+## State scope
+``isolated``: children share nothing with their parent.
+
+## Rewards
+The verifier checks the node's own finish value exactly: score 1.0 when the result equals
+the value of the node's expression, else 0.0. Each node's reward is the engine's local
+reward ``score + lam * mean(children's scores)``.
+
+## Termination
+A node ends when it calls ``finish`` or runs out of its 6 steps (truncated, score 0); the
+episode ends when the root does. Limits: ``max_depth`` 4, ``max_steps_per_node`` 6,
+``max_nodes`` 64.
+
+## Difficulties
+The depth of the expression tree: ``easy`` 1-2, ``medium`` 2-3 (default), ``hard`` 3-4.
+
+## Registered ids
+``rao_envs/Toy-v0`` (the text view; also ``rao_envs.parallel_env("Toy-v0")``).
 """
 
 from __future__ import annotations
@@ -16,7 +43,8 @@ import numpy as np
 
 from rao_envs.errors import ToolError
 from rao_envs.task import NodeContext, Task, TaskInstance, tool
-from rao_envs.types import StateScope
+from rao_envs.policies.base import NodeInfo
+from rao_envs.types import Action, StateScope
 
 Expr = int | tuple[Any, str, Any]
 _TOKEN = re.compile(r"\s*(\d+|[()+\-*])")
@@ -153,44 +181,44 @@ class ToyArithmetic(Task):
 
 
 class ToyOracle:
-    """Scripted policy for Toy-v0: ``policy(observation, info) -> action text``."""
+    """Scripted policy for Toy-v0: ``policy(observation, info) -> action text``.
 
-    _RESULT = re.compile(r"\[sub-agent (\S+) finished\] (-?\d+)")
+    It reads only the structured ``info`` (:class:`~rao_envs.policies.base.NodeInfo`): the
+    node's ``expr`` from ``node_args`` and its children's results from ``child_results``.
+    A compound node delegates each compound operand, then applies its operator with ``calc``
+    to the children's results (an operand whose child did not finish with an integer, e.g.
+    a refused delegation, it evaluates itself) and finishes with the value it computed.
+    """
 
     def __init__(self) -> None:
         self.memory: dict[str, dict[str, Any]] = {}
 
-    def __call__(self, obs: Any, info: dict[str, Any]) -> str:
-        text = obs["text"] if isinstance(obs, dict) else str(obs)
+    def __call__(self, obs: Any, info: NodeInfo) -> str:
+        """The next tool call of the node ``info`` describes (``obs`` is not read)."""
         node = info["node"]
-        mem = self.memory.setdefault(node, {"results": {}})
-        mem["results"].update({cid: int(v) for cid, v in self._RESULT.findall(text)})
+        mem = self.memory.setdefault(node, {})
         expr = parse(info["node_args"]["expr"])
         if isinstance(expr, int):
-            return _call("finish", result=expr)
+            return Action.finish(expr).to_text()
         if "value" in mem:
-            return _call("finish", result=mem["value"])
-        if "=" in mem and (m := re.match(r"-?\d+", text.strip())):
-            mem["value"] = int(m.group(0))
-            return _call("finish", result=mem["value"])
+            return Action.finish(mem["value"]).to_text()
         a, op, b = expr
         if "children" not in mem:
             mem["children"], calls = [], []
             for k, side in enumerate((a, b)):
                 if not isinstance(side, int):
                     mem["children"].append((k, f"{node}.{len(calls)}"))
-                    calls.append(_call("delegate", expr=show(side)))
+                    calls.append(Action(name="delegate", args={"expr": show(side)}).to_text())  # no goal: child_args writes it
             if calls:
                 return "\n".join(calls)
         values = [a, b]
         for k, cid in mem["children"]:
-            # a refused delegation (depth, budget) never reports: compute that operand directly
-            values[k] = mem["results"].get(cid, evaluate((a, b)[k]))
-        mem["="] = True
-        return _call("calc", a=values[0], op=op, b=values[1])
-
-
-def _call(name: str, **args: Any) -> str:
-    import json
-
-    return f'<tool>{json.dumps({"name": name, "args": args})}</tool>'
+            child = info["child_results"].get(cid)
+            ok = child is not None and child["status"] == "finished"
+            result = child["result"] if ok else None
+            if isinstance(result, int) and not isinstance(result, bool):
+                values[k] = result
+            else:  # no integer back (a refused delegation never reports): compute that operand directly
+                values[k] = evaluate((a, b)[k])
+        mem["value"] = _OPS[op](values[0], values[1])
+        return Action.tool("calc", a=values[0], op=op, b=values[1]).to_text()

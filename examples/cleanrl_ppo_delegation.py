@@ -148,8 +148,7 @@ def depth_for(args: Args, difficulty: str) -> int:
         return args.extreme_max_depth
     from rao_envs.registration import task_spec
 
-    rec = getattr(task_spec(args.env_id).load(), "recommended_max_depth", {})
-    return max(args.max_depth, rec.get("extreme", args.max_depth)) if isinstance(rec, dict) else args.max_depth
+    return max(args.max_depth, task_spec(args.env_id).load().max_depth_for("extreme"))
 
 
 def env_kwargs(args: Args, difficulty: str, split: str) -> dict:

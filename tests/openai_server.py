@@ -2,9 +2,11 @@
 
 Run as a process: ``python tests/openai_server.py --env Toy-v0 [options]``; it binds
 127.0.0.1 on a free port and prints ``PORT <n>``. Like a real model it reads only the
-conversation: the node's args come from its first user message, depth and steps left from
-the engine's status line. The ``X-Rao-Tree``/``X-Rao-Node`` headers only key the oracle's
-memory, and answers are cached per (tree, node, turn) so a retried request gets the same
+conversation, and rebuilds from it the ``NodeInfo`` the oracle reads (:func:`node_info`):
+the node's args from its first user message, depth, depth limit and steps left from the
+engine's status line, its turn from the assistant messages, its children's results from
+their reports, a refusal from the newest message. The ``X-Rao-Tree``/``X-Rao-Node`` headers
+only key the oracle's memory, and answers are cached per (tree, node, turn) so a retried request gets the same
 answer. Injected failures (``--fail-rate``): the first ``--fail-attempts`` attempts of a
 seeded fraction of turns answer with a 500, a stall past the client's timeout, a garbage
 body, or a body without choices; more kinds on request (``--fail-kinds``): ``drip`` (a 200 whose
@@ -31,6 +33,8 @@ from typing import Any
 STATUS = re.compile(r"\[node (\S+) \| depth (\d+)/(\d+) \| steps left (-?\d+)/(\d+)")
 TOY_EXPR = re.compile(r"Compute the value of (.+?)\. Finish with the number\.")
 TC_TARGETS = re.compile(r"Targets \(judged as the increase since you started\): (.+?)\. In the inventory now")
+#: a child's report in its parent's conversation: finished (with its result), truncated or infra error
+CHILD = re.compile(r"^\[sub-agent (\S+?)(?: finished\] (.*)|\] (did not finish)|\] (failed because))", re.M)
 IM_START, IM_END = 100_001, 100_002
 
 
@@ -49,6 +53,44 @@ def node_args(env: str, first_user: str) -> dict[str, Any]:
             targets[item.strip()] = int(n)
         return {"targets": targets}
     return {}
+
+
+def child_results(messages: list[dict[str, str]]) -> dict[str, dict[str, Any]]:
+    """Every child's report in the conversation, as ``NodeInfo.child_results``."""
+    out: dict[str, dict[str, Any]] = {}
+    for m in messages:
+        if m["role"] != "user":
+            continue
+        for cid, result, truncated, failed in CHILD.findall(m["content"]):
+            if truncated or failed:
+                out[cid] = {"status": "truncated" if truncated else "infra_error", "result": None}
+                continue
+            try:
+                value: Any = json.loads(result)
+            except ValueError:
+                value = result
+            out[cid] = {"status": "finished", "result": value}
+    return out
+
+
+def node_info(env: str, node: str, messages: list[dict[str, str]]) -> dict[str, Any]:
+    """The ``NodeInfo`` of ``node`` as a model could read it from its conversation."""
+    last = messages[-1]["content"]
+    m = STATUS.search(last)
+    results = child_results(messages)
+    return {
+        "node": node,
+        "parent": node.rpartition(".")[0] or None,
+        "depth": int(m.group(2)) if m else 0,
+        "max_depth": int(m.group(3)) if m else 0,
+        "goal": "",
+        "node_args": node_args(env, next(x["content"] for x in messages if x["role"] == "user")),
+        "steps_left": int(m.group(4)) if m else 1,
+        "turn": sum(1 for x in messages if x["role"] == "assistant"),
+        "children": sorted(results),
+        "child_results": results,
+        "refused": last.startswith("Refused"),
+    }
 
 
 def chatml_ids(messages: list[dict[str, str]]) -> list[int]:
@@ -89,17 +131,8 @@ class Scripted:
         with self.lock:
             if key in self.answers:
                 return self.answers[key]
-            last = messages[-1]["content"]
-            m = STATUS.search(last)
-            first_user = next(x["content"] for x in messages if x["role"] == "user")
-            info = {
-                "node": node,
-                "depth": int(m.group(2)) if m else 0,
-                "steps_left": int(m.group(4)) if m else 1,
-                "node_args": node_args(self.args.env, first_user),
-                "goal": "",
-            }
-            obs = {"text": last, "node": node, "depth": info["depth"]}
+            info = node_info(self.args.env, node, messages)
+            obs = {"text": messages[-1]["content"], "node": node, "depth": info["depth"]}
             text = self.oracle(tree)(obs, info)
             self.answers[key] = text
             return text

@@ -107,7 +107,8 @@ def test_non_editable_install_layout(tmp_path):
         capture_output=True, text=True, timeout=600,
     )
     assert build.returncode == 0, build.stderr[-2000:]
-    assert (target / "rao_envs" / "envs" / "textcraft.py").exists()
+    for part in ("__init__", "world", "task", "oracle", "discrete"):
+        assert (target / "rao_envs" / "envs" / "textcraft" / f"{part}.py").exists()
     assert (target / "rao_envs" / "envs" / "_template.py").exists()
     assert (target / "rao_envs" / "sandboxes").is_dir()
     code = (

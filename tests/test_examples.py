@@ -1,4 +1,4 @@
-"""Every script in examples/ runs in a subprocess with a tiny budget (CleanRL's habit); plus the benchmark's quick mode."""
+"""Every script in examples/ runs in a subprocess with a tiny budget (CleanRL's habit); plus the demo and the benchmark's quick mode."""
 
 from __future__ import annotations
 
@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-EXAMPLES = sorted((ROOT / "examples").glob("*.py"))
+DEMO = ROOT / "examples" / "demo.py"  # `make demo`: not a training script, tested on its own below
+EXAMPLES = sorted(p for p in (ROOT / "examples").glob("*.py") if p != DEMO)
 TINY = {
     "cleanrl_ppo_delegation.py": ["--total-timesteps", "512", "--num-envs", "2", "--num-steps", "128", "--eval-episodes", "2"],
     "cleanrl_grpo_llm.py": ["--tiny", "--iterations", "2", "--sft-steps", "20", "--group-size", "2", "--max-new-tokens", "24"],
@@ -46,6 +47,17 @@ def test_ppo_flat_variant_runs(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     result = json.loads((tmp_path / "r.json").read_text())
     assert result["variant"] == "flat" and result["final"]["hard"] == 0.0
+
+
+def test_demo_scripted_part(tmp_path):
+    """`make demo` without the learning part: the scripted table, its trees and summary."""
+    out = tmp_path / "demo"
+    proc = _run([str(DEMO), "--no-learn", "--episodes", "1", "--out", str(out)], tmp_path)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    scripted = json.loads((out / "summary.json").read_text())["scripted"]
+    assert set(scripted) == {"delegating oracle", "flat oracle", "random"}
+    assert all(rate == 1.0 for rate in scripted["delegating oracle"].values()), scripted
+    assert len((out / "trees.jsonl").read_text().splitlines()) == 3 * len(scripted["random"])
 
 
 def test_delegation_benchmark_quick(tmp_path):

@@ -68,7 +68,6 @@ class TextCraftAdapter(DiscreteAdapter):
             feats += [f"delegate_{k}_{f}" for f in ("exists", "admissible", "job", "fits")]
         self.feature_names = tuple(feats)
         self.budget = engine.limits.max_steps_per_node
-        self._closure = functools.lru_cache(maxsize=4096)(self._closure_uncached)
         self._job = functools.lru_cache(maxsize=8192)(self._job_uncached)
         self.on_reset()
 
@@ -122,35 +121,10 @@ class TextCraftAdapter(DiscreteAdapter):
         return self._delegated
 
     # -- planning ------------------------------------------------------------------------------
-    def _closure_uncached(self, items: tuple[str, ...]) -> tuple[str, ...]:
-        """Every craftable item in the expansion of ``items``, consumers first (depth descending)."""
-        recipes, seen, stack = self.world.recipes, set(), [i for i in items if i in self.world.recipes]
-        seen.update(stack)
-        while stack:
-            for ing, _ in recipes[stack.pop()].ingredients:
-                if ing in recipes and ing not in seen:
-                    seen.add(ing)
-                    stack.append(ing)
-        return tuple(sorted(seen, key=lambda i: (-self.world.depth[i], i)))
-
     def remaining_plan(self, targets: dict[str, int], stock: dict[str, int]) -> list[tuple[str, int]]:
         """``(item, total)`` crafts still needed for ``targets`` given the node's own ``stock``,
-        lowest depth first (a valid crafting order)."""
-        recipes = self.world.recipes
-        need = {i: int(n) for i, n in targets.items() if i in recipes}
-        out = []
-        for item in self._closure(tuple(sorted(need))):
-            deficit = need.get(item, 0) - max(0, stock.get(item, 0))
-            if deficit <= 0:
-                continue
-            recipe = recipes[item]
-            execs = -(-deficit // recipe.result_count)
-            out.append((item, execs * recipe.result_count))
-            for ing, q in recipe.ingredients:
-                if ing in recipes:
-                    need[ing] = need.get(ing, 0) + q * execs
-        out.reverse()
-        return out
+        lowest depth first (a valid crafting order): :meth:`World.plan` net of the stock."""
+        return self.world.plan(targets, stock)
 
     def _job_uncached(self, item: str, count: int) -> int:
         return len(self.remaining_plan({item: count}, {}))

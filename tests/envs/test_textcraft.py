@@ -45,9 +45,7 @@ def run_engine(engine, policy, seed, order="random", rng_seed=0):
     while not engine.done:
         runnable = engine.runnable()
         nid = {"random": lambda: runnable[int(rng.integers(len(runnable)))], "oldest": lambda: runnable[0]}[order]()
-        node = engine.tree.nodes[nid]
-        info = {"node": nid, "depth": node.depth, "steps_left": node.steps_left, "node_args": node.args}
-        engine.step(nid, policy(engine.observe(nid), info))
+        engine.step(nid, policy(engine.observe(nid), engine.node_info(nid)))
     return engine.tree
 
 

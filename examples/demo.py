@@ -10,13 +10,15 @@
 
 Everything lands under ``--out`` (default ``runs/demo``). ``benchmarks/delegation_learning.py``
 runs the same learning part with 3 seeds per variant (:func:`run_learning`).
+
+    python examples/demo.py [--no-learn] [--episodes 6] [--out runs/demo]
 """
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,9 +33,14 @@ import rao_envs
 from rao_envs.policies import RandomPolicy, run_episode
 from rao_envs.render import print_tree
 
+# The demo is a script of a source checkout, not part of the package: put its folder (examples/) on
+# sys.path so that it imports its sibling, the CleanRL PPO example (cleanrl_ppo_delegation.py).
+EXAMPLES = Path(__file__).resolve().parent
+if str(EXAMPLES) not in sys.path:
+    sys.path.insert(0, str(EXAMPLES))
+
 POLICIES = ("delegating oracle", "flat oracle", "random")
 DIFFICULTIES = ("easy", "medium", "hard", "extreme")
-PPO_SCRIPT = Path(__file__).resolve().parents[1] / "examples" / "cleanrl_ppo_delegation.py"
 
 
 @dataclass
@@ -58,13 +65,6 @@ class Args:
     """Training runs in parallel (one core each)."""
 
 
-def depth_for(task_cls, difficulty: str) -> int:
-    """The max_depth the delegating oracle needs for a difficulty (task's recommendation)."""
-    rec = getattr(task_cls, "recommended_max_depth", {})
-    rec = rec if isinstance(rec, dict) else {}
-    return rec.get(difficulty, task_cls.limits().max_depth)
-
-
 # ------------------------------------------------------------------------------ scripted baselines
 def scripted_table(args: Args, console: Console) -> dict[str, dict[str, float]]:
     """Oracle / flat oracle / random on every difficulty; prints a table, writes trees.jsonl."""
@@ -73,7 +73,7 @@ def scripted_table(args: Args, console: Console) -> dict[str, dict[str, float]]:
     with open(args.out / "trees.jsonl", "w") as sink, Progress(console=console, transient=True) as progress:
         job = progress.add_task("scripted policies", total=len(task_cls.difficulties) * len(POLICIES) * args.episodes)
         for difficulty in task_cls.difficulties:
-            env = rao_envs.make(args.env_id, difficulty=difficulty, split=args.split, max_depth=depth_for(task_cls, difficulty))
+            env = rao_envs.make(args.env_id, difficulty=difficulty, split=args.split, max_depth=task_cls.max_depth_for(difficulty))
             for name in POLICIES:
                 rows = results[name].setdefault(difficulty, [])
                 for ep in range(args.episodes):
@@ -91,7 +91,7 @@ def scripted_table(args: Args, console: Console) -> dict[str, dict[str, float]]:
     table = Table(title=f"Scripted policies, {args.env_id} ({args.split} targets, {args.episodes} episodes each): success | mean nodes | mean node-steps")
     table.add_column("policy")
     for d in task_cls.difficulties:
-        table.add_column(f"{d} (max_depth {depth_for(task_cls, d)})", justify="right")
+        table.add_column(f"{d} (max_depth {task_cls.max_depth_for(d)})", justify="right")
     summary: dict[str, dict[str, float]] = {}
     for name in POLICIES:
         cells = []
@@ -107,13 +107,10 @@ def scripted_table(args: Args, console: Console) -> dict[str, dict[str, float]]:
 
 # ------------------------------------------------------------------------------ learning
 def load_ppo():
-    """The CleanRL PPO example as a module (it is a single-file script in ``examples/``)."""
-    if not PPO_SCRIPT.exists():
-        raise SystemExit(f"{PPO_SCRIPT} is missing: run the demo from a source checkout of rao_envs")
-    spec = importlib.util.spec_from_file_location("cleanrl_ppo_delegation", PPO_SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    """The CleanRL PPO example (``examples/cleanrl_ppo_delegation.py``) as a module, imported on first use (it needs torch)."""
+    import cleanrl_ppo_delegation
+
+    return cleanrl_ppo_delegation
 
 
 @dataclass
