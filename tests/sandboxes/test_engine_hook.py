@@ -3,7 +3,6 @@ that node ``infra_error``, the parent is told, and the episode goes on."""
 
 from __future__ import annotations
 
-import json
 import threading
 from typing import Any, ClassVar, Optional
 
@@ -12,12 +11,13 @@ import pytest
 
 import rao_envs
 from conftest import SMALL, build
-from rao_envs import NodeContext, NodeStatus, StateScope, Task, TaskInstance, ToolError, tool
+from rao_envs import Action, NodeContext, NodeStatus, StateScope, Task, TaskInstance, ToolError, tool
 from rao_envs.sandboxes import Sandbox, SandboxPool
 
 
 def call(name: str, **args: Any) -> str:
-    return "<tool>" + json.dumps({"name": name, "args": args}) + "</tool>"
+    """A tool-protocol action (the one formatter: :meth:`Action.to_text`)."""
+    return Action(name=name, args=args).to_text()
 
 
 class SandboxProbe(Task):
