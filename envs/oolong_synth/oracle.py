@@ -14,8 +14,9 @@ and depth limit, turn, refusals and the children's results.
   ``users_with``), delegates them in parallel in waves of ``max_children_per_turn``, and
   combines. With depth left it splits recursively (each child covers up to
   ``width ** (levels below it)`` chunks); at the last level it uses more waves. A refused
-  wave (fewer children allowed than assumed, node limit) is retried at half the width, and
-  a node that cannot delegate at all falls back to the flat behaviour.
+  wave (fewer children per turn allowed than ``width``, or the node limit) is planned again
+  at half the width, which the rest of the episode keeps, and a node that cannot delegate
+  at all falls back to the flat behaviour.
 * **Flat** (``delegate=False``): reads as much of its range as its budget allows (one
   ``read``), answers from those lines, and extrapolates counts by the share it read.
 """
@@ -139,15 +140,15 @@ class OolongOracle:
 
     def __init__(self, task: OolongSynth, delegate: bool = True, width: int | None = None) -> None:
         self.task, self.delegate = task, delegate
-        self.width = int(width or task.default_limits["max_children_per_turn"])
+        self.max_width = self.width = int(width or task.default_limits["max_children_per_turn"])
         self.memory: dict[str, dict[str, Any]] = {}
 
     def __call__(self, obs: Any, info: dict[str, Any]) -> str:
         """The next action of the node described by ``info``."""
         text = obs["text"] if isinstance(obs, dict) else str(obs)
         node, args = info["node"], info["node_args"]
-        if node == "0" and info["turn"] == 0:
-            self.memory = {}
+        if node == "0" and info["turn"] == 0:  # a new episode
+            self.memory, self.width = {}, self.max_width
         mem = self.memory.setdefault(node, {"phase": "start", "width": self.width})
         q = Question(**args["question"])
         phase = mem["phase"]
@@ -204,15 +205,20 @@ class OolongOracle:
         return Action.finish(finalize(q, scale(q, partial(q, rows), factor))).to_text()
 
     def _next_wave(self, mem: dict[str, Any], info: dict[str, Any], q: Question) -> str:
-        if info["refused"]:  # the last wave was refused: smaller waves, or do it alone
+        if info["refused"]:  # the last wave was refused: fewer children per turn (for the rest of the episode)
             mem["sent"] -= mem.pop("last", 0)
-            mem["width"] //= 2
-            if mem["width"] < 1:
-                mem["phase"] = "info" if info["parent"] is not None else "read"
+            self.width = mem["width"] = mem["width"] // 2
+            if mem["width"] < 1:  # cannot delegate at all: do it alone
                 if info["parent"] is None:
+                    mem["phase"] = "read"
                     end = int(info["node_args"]["end"])
                     return Action.tool("read", offset=0, length=min(end, self.task.context_chars)).to_text()
+                mem["phase"] = "info"
                 return Action.tool("doc_info").to_text()
+            if mem["sent"] == 0:  # nothing delegated yet: plan again for the smaller width
+                args = info["node_args"]
+                levels = info["max_depth"] - info["depth"]
+                mem["parts"] = plan(int(args["start"]), int(args["end"]), levels, self.task.child_range_chars, mem["width"])
         parts, sent = mem["parts"], mem["sent"]
         if sent < len(parts):
             wave = parts[sent : sent + mem["width"]]

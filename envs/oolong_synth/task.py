@@ -281,8 +281,12 @@ class OolongSynth(Task):
         })
 
     # -- oracles ----------------------------------------------------------------------------
-    def oracle(self, delegate: bool = True) -> Any:
-        """Scripted policy: delegating (default; chunks, delegates in parallel, combines) or flat (``delegate=False``)."""
+    def oracle(self, delegate: bool = True, width: int | None = None) -> Any:
+        """Scripted policy: delegating (default; chunks, delegates in parallel, combines) or flat (``delegate=False``).
+
+        ``width`` is the most children it starts per turn (default: ``max_children_per_turn``
+        of :attr:`default_limits`; it halves it when the engine refuses a wave).
+        """
         from rao_envs.envs.oolong_synth.oracle import OolongOracle
 
-        return OolongOracle(self, delegate=delegate)
+        return OolongOracle(self, delegate=delegate, width=width)
