@@ -19,7 +19,6 @@ from rao_envs.envs.oolong_synth import (
     MAX_LINE_CHARS,
     RATIOS,
     DocSpec,
-    OolongSynth,
     Question,
     build_document,
     corpus,
