@@ -6,9 +6,9 @@ and the output of ``read``/``doc_info`` (the task's own text). Everything else c
 the structured ``info`` (:class:`~rao_envs.policies.base.NodeInfo`): the node's args, depth
 and depth limit, turn, refusals and the children's results.
 
-* **Delegating** (default): a node whose lines fit its reading budget reads them and answers
-  exactly. Otherwise it splits its range into parts of at most ``context_chars -
-  MAX_LINE_CHARS`` characters' worth of chunks, asks each child the partial question that
+* **Delegating** (default): a node whose lines fit its reading budget (and its steps) reads
+  them and answers exactly. Otherwise it splits its range into chunks that fit a child's
+  window (:attr:`~.task.OolongSynth.child_range_chars`), asks each child the partial question that
   combines exactly (``count`` → ``count``, ``compare``/``top_label`` → ``counts``,
   ``top_user`` → ``user_counts``, ``top_month`` → ``month_counts``, ``pairs`` →
   ``users_with``), delegates them in parallel in waves of ``max_children_per_turn``, and
@@ -17,8 +17,9 @@ and depth limit, turn, refusals and the children's results.
   wave (fewer children per turn allowed than ``width``, or the node limit) is planned again
   at half the width, which the rest of the episode keeps, and a node that cannot delegate
   at all falls back to the flat behaviour.
-* **Flat** (``delegate=False``): reads as much of its range as its budget allows (one
-  ``read``), answers from those lines, and extrapolates counts by the share it read.
+* **Flat** (``delegate=False``): reads as much of its range as its reading budget and steps
+  allow (at the defaults one ``read`` of 4,096 characters), answers from those lines, and
+  extrapolates counts by the share it read; exact when the budget covers the document.
 """
 
 from __future__ import annotations
@@ -30,12 +31,12 @@ from collections import Counter
 from typing import Any
 
 from rao_envs.envs.oolong_synth.corpus import label_of
-from rao_envs.envs.oolong_synth.document import LINE_RE
+from rao_envs.envs.oolong_synth.document import LINE_RE, MAX_LINE_CHARS
 from rao_envs.envs.oolong_synth.questions import COMPARISONS, NONE, Question, parse_answer, parse_month
 from rao_envs.envs.oolong_synth.task import CHUNK_HEADER, OolongSynth
 from rao_envs.types import Action
 
-_READ_HEADER = re.compile(r"^\[characters (\d+)-(\d+) of your range (\d+)-(\d+);")
+_READ_HEADER = re.compile(r"^\[characters (\d+)-(\d+) of your range (\d+)-(\d+); (\d+) of (\d+) characters left to read\]")
 _CHUNK = re.compile(re.escape(CHUNK_HEADER) + r": characters (\d+)-(\d+), (\d+) lines\n")
 
 Row = tuple[str, int, str]  # (label, user id, month "Mar 2021")
@@ -155,9 +156,9 @@ class OolongOracle:
         if phase == "start":
             return self._start(mem, info, q, text)
         if phase == "info":
-            return self._read_after_info(mem, q, text)
+            return self._after_info(mem, info, q, text)
         if phase == "read":
-            return self._answer_from_read(q, text)
+            return self._after_read(mem, info, q, text)
         return self._next_wave(mem, info, q)
 
     # -- phases ---------------------------------------------------------------------------
@@ -169,20 +170,26 @@ class OolongOracle:
             rows = rows_of(text[shown.end():])
             if len(rows) == int(shown.group(3)):  # the whole chunk arrived: answer exactly
                 return Action.finish(finalize(q, partial(q, rows))).to_text()
-        budget = self.task.context_chars
-        fits = end - start <= (budget if root else self.task.child_range_chars)
-        if self.delegate and not fits and not shown and info["depth"] < info["max_depth"]:
+        task = self.task
+        view = end - start if root else end - start + MAX_LINE_CHARS - 1  # the most its lines can span
+        steps = math.ceil(view / task.context_chars) + (1 if root else 2)  # reads (+ doc_info) + finish
+        alone = view <= task.reading_budget and steps <= info["steps_left"]
+        if self.delegate and not alone and not shown and info["depth"] < info["max_depth"]:
             levels = info["max_depth"] - info["depth"]
-            mem["parts"] = plan(start, end, levels, self.task.child_range_chars, mem["width"])
+            mem["parts"] = plan(start, end, levels, task.child_range_chars, mem["width"])
             mem["phase"], mem["sent"] = "delegate", 0
             return self._next_wave(mem, info, q)
-        if root:  # the root's range is the whole document, from offset 0
-            mem["phase"] = "read"
-            return Action.tool("read", offset=0, length=min(end, budget)).to_text()
+        return self._read_alone(mem, info)
+
+    def _read_alone(self, mem: dict[str, Any], info: dict[str, Any]) -> str:
+        """Start reading the node's own lines: the root from offset 0, a child after ``doc_info`` tells it where."""
+        if info["parent"] is None:  # the root's range is the whole document
+            mem["phase"], mem["lo"], mem["bodies"] = "read", 0, []
+            return Action.tool("read", offset=0, length=int(info["node_args"]["end"])).to_text()
         mem["phase"] = "info"
         return Action.tool("doc_info").to_text()
 
-    def _read_after_info(self, mem: dict[str, Any], q: Question, text: str) -> str:
+    def _after_info(self, mem: dict[str, Any], info: dict[str, Any], q: Question, text: str) -> str:
         try:
             facts = json.loads(text[: text.rfind("}") + 1])
             lo, hi = facts["lines"]
@@ -191,17 +198,22 @@ class OolongOracle:
             return Action.finish(finalize(q, partial(q, []))).to_text()
         if hi <= lo or left <= 0:  # nothing to read, or nothing left to read it with
             return Action.finish(finalize(q, partial(q, []))).to_text()
-        mem["phase"] = "read"
-        return Action.tool("read", offset=lo, length=min(hi - lo, left)).to_text()
+        mem["phase"], mem["lo"], mem["bodies"] = "read", lo, []
+        return Action.tool("read", offset=lo, length=hi - lo).to_text()
 
-    def _answer_from_read(self, q: Question, text: str) -> str:
+    def _after_read(self, mem: dict[str, Any], info: dict[str, Any], q: Question, text: str) -> str:
+        """Keep what a read showed; read on while the range, the budget and the steps allow, then answer."""
         head = _READ_HEADER.match(text)
-        if head is None:
-            return Action.finish(finalize(q, partial(q, []))).to_text()
-        a, b, lo, hi = (int(x) for x in head.groups())
-        body = text[head.end():].split("\n", 1)[1] if "\n" in text[head.end():] else ""
-        rows = rows_of(body)
-        factor = 1.0 if (a, b) == (lo, hi) else (hi - lo) / max(b - a, 1)
+        if head is not None:
+            a, b, lo, hi, left = (int(x) for x in head.groups()[:5])
+            mem["bodies"].append(text[head.end():].split("\n", 1)[1][: b - a])
+            mem["hi"], mem["upto"] = hi, b
+            if b < hi and left > 0 and info["steps_left"] > 1:
+                return Action.tool("read", offset=b, length=hi - b).to_text()
+        lo, hi = mem["lo"], mem.get("hi", mem["lo"])
+        covered = mem.get("upto", lo) - lo
+        rows = rows_of("".join(mem["bodies"]))
+        factor = 1.0 if covered >= hi - lo else (hi - lo) / max(covered, 1)
         return Action.finish(finalize(q, scale(q, partial(q, rows), factor))).to_text()
 
     def _next_wave(self, mem: dict[str, Any], info: dict[str, Any], q: Question) -> str:
@@ -209,12 +221,7 @@ class OolongOracle:
             mem["sent"] -= mem.pop("last", 0)
             self.width = mem["width"] = mem["width"] // 2
             if mem["width"] < 1:  # cannot delegate at all: do it alone
-                if info["parent"] is None:
-                    mem["phase"] = "read"
-                    end = int(info["node_args"]["end"])
-                    return Action.tool("read", offset=0, length=min(end, self.task.context_chars)).to_text()
-                mem["phase"] = "info"
-                return Action.tool("doc_info").to_text()
+                return self._read_alone(mem, info)
             if mem["sent"] == 0:  # nothing delegated yet: plan again for the smaller width
                 args = info["node_args"]
                 levels = info["max_depth"] - info["depth"]

@@ -12,6 +12,8 @@ two labels; :mod:`.questions`). It sees the question and the document's size, ne
 text: it reads pieces with ``read`` and can read at most ``context_chars`` characters in
 all (its *reading budget*, the model's window), so a document longer than that must be
 split, the pieces handed to sub-agents in parallel, and their answers combined.
+(``reading_budget`` sets the total apart from the window, for ablations: a node that may
+read the whole document, one window per call, needs no sub-agents.)
 
 The tree stores no document text: the instance holds the generator's :class:`.DocSpec`
 (seed, length, label set, split) and node args hold character ranges, so an episode tree
@@ -21,7 +23,7 @@ Tools
 -----
 * ``read(offset, length)``: the characters ``[offset, offset + length)`` of the node's
   range, at most ``context_chars`` per call and within what is left of its reading budget
-  (each character read counts once per read).
+  (``reading_budget``, default ``context_chars``; every character shown counts, re-reads too).
 * ``doc_info()``: the document's size, the node's range and lines, its budget left (no text).
 
 Delegation
@@ -30,10 +32,10 @@ Delegation
 offset in ``[start, end)`` (adjacent ranges never share or lose a line), which must lie
 inside the parent's own range, and a ``question = {"kind": ..., "labels": [...]}`` about
 those lines: any root kind, or a partial kind made for combining (``counts``,
-``user_counts``, ``month_counts``, ``users_with``). When the child's lines fit its reading
-budget they are shown in its first message (which uses its budget). A range of at most
-``context_chars - MAX_LINE_CHARS`` characters always fits. Defaults: ``max_depth=2``, at
-most 8 children per turn.
+``user_counts``, ``month_counts``, ``users_with``). When the child's lines fit its
+window (one read) they are shown in its first message, which uses its budget. A range of
+at most ``context_chars - MAX_LINE_CHARS`` characters always fits. Defaults:
+``max_depth=2``, at most 8 children per turn, 25 steps per node.
 
 State scope
 -----------
@@ -60,7 +62,8 @@ observation: pass both to change them): easy 0.5-1 (one read), medium 2-4, hard 
 extreme 32-128 (131k-524k characters at the default budget). Measured with
 ``benchmarks/oolong_oracles.py`` (see ``README.md``): the delegating oracle scores 1.0 at
 every difficulty; the flat oracle (reads what its budget allows, then extrapolates) is exact
-only on easy.
+only on easy (39% at medium, 19% hard, 17% extreme; mean scores 0.53, 0.23, 0.18), and
+exact everywhere its reading budget covers the document.
 
 Registered ids
 --------------
@@ -130,24 +133,37 @@ class OolongSynth(Task):
         "Each instance has one label; decide it by reading the instance (single keywords mislead)."
     )
     how_to_split: ClassVar[str] = (
-        "You can read at most {budget} characters in all (your window): read(offset, length) shows characters "
-        "of your range and uses that budget. To cover more, delegate(goal, start, end, question): the sub-agent "
+        "You can read at most {budget} characters in all (your reading budget), {per_read} per call: "
+        "read(offset, length) shows characters of your range and uses that budget. To cover more, delegate(goal, start, end, question): the sub-agent "
         "gets the lines that start in [start, end) (ranges of up to {child} characters fit its budget) and a "
         'question {{"kind": K, "labels": [...]}}, K one of count, compare, top_label, top_user, top_month, pairs '
         "or, to combine answers, counts, user_counts, month_counts, users_with. Combine their answers and finish."
     )
     """The reading and delegation rules, shown to every node whose lines are not all shown at once."""
 
-    def __init__(self, difficulty: str | None = None, split: str = "train", context_chars: int = CONTEXT_CHARS) -> None:
+    def __init__(
+        self,
+        difficulty: str | None = None,
+        split: str = "train",
+        context_chars: int = CONTEXT_CHARS,
+        reading_budget: int | None = None,
+    ) -> None:
         super().__init__(difficulty, split)
-        if isinstance(context_chars, bool) or not isinstance(context_chars, int) or context_chars < 2 * MAX_LINE_CHARS:
-            raise ConfigError(f"context_chars must be an integer >= {2 * MAX_LINE_CHARS}, got {context_chars!r}")
+        for name, value in (("context_chars", context_chars), ("reading_budget", reading_budget)):
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 2 * MAX_LINE_CHARS):
+                raise ConfigError(f"{name} must be an integer >= {2 * MAX_LINE_CHARS}, got {value!r}")
         self.context_chars = context_chars
+        self.reading_budget = context_chars if reading_budget is None else reading_budget
+
+    @property
+    def window(self) -> int:
+        """The most a node sees at once: one read, or the chunk shown to a child (``min(context_chars, reading_budget)``)."""
+        return min(self.context_chars, self.reading_budget)
 
     @property
     def child_range_chars(self) -> int:
-        """The longest range whose lines always fit a child's reading budget."""
-        return self.context_chars - MAX_LINE_CHARS
+        """The longest range whose lines always fit a child's window (so they are shown in its first message)."""
+        return self.window - MAX_LINE_CHARS
 
     # -- instances and documents ------------------------------------------------------------
     def generate(self, rng: np.random.Generator) -> TaskInstance:
@@ -182,7 +198,7 @@ class OolongSynth(Task):
     def child_state(self, instance: TaskInstance, args: dict[str, Any]) -> dict[str, int]:
         """A child's view: the lines that start in its range (shown at once, and so read, when they fit its budget)."""
         lo, hi = self.document(instance).view(args["start"], args["end"])
-        return {"lo": lo, "hi": hi, "read": hi - lo if 0 < hi - lo <= self.context_chars else 0}
+        return {"lo": lo, "hi": hi, "read": hi - lo if 0 < hi - lo <= self.window else 0}
 
     # -- prompts and delegation -------------------------------------------------------------
     def node_prompt(self, ctx: NodeContext) -> str:
@@ -194,18 +210,19 @@ class OolongSynth(Task):
         asked = render(q, scope)
         labelset = corpus()[doc.spec.label_set]
         i0, i1 = doc.lines_in(args["start"], args["end"])
-        lo, hi, left = state["lo"], state["hi"], self.context_chars - state["read"]
+        lo, hi, left = state["lo"], state["hi"], self.reading_budget - state["read"]
         text = f"# Task\n{ctx.node.goal}"
         if ctx.node.goal != asked:
             text += f"\n\n# Question you are scored on\n{asked}"
         text += f"\n\n# Labels\n{labelset.describe()}\n\n"
-        if not root and 0 < hi - lo <= self.context_chars:  # the chunk fits: show it (it uses the reading budget)
+        if not root and 0 < hi - lo <= self.window:  # the chunk fits: show it (it uses the reading budget)
             return text + f"{CHUNK_HEADER}: characters {lo}-{hi}, {i1 - i0} lines\n{doc.text(lo, hi)}"
         if root:
             text += f"# The document\n{doc.length} characters, {doc.n_lines} lines (not shown).\n"
         else:
             text += f"# Your range\n{i1 - i0} lines that start in {args['start']}-{args['end']} (characters {lo}-{hi} of {doc.length}).\n"
-        return text + self.how_to_split.format(budget=self.context_chars, child=self.child_range_chars) + f" Budget left: {left}."
+        rules = self.how_to_split.format(budget=self.reading_budget, per_read=self.context_chars, child=self.child_range_chars)
+        return f"{text}{rules} Budget left: {left}."
 
     def child_args(self, parent: NodeContext, goal: str, args: dict[str, Any]) -> tuple[str, dict[str, Any]]:
         """A child needs ``start`` and ``end`` (inside the parent's own range) and a ``question``."""
@@ -242,7 +259,7 @@ class OolongSynth(Task):
     @tool
     def read(self, ctx: NodeContext, offset: int, length: int) -> str:
         """Characters [offset, offset + length) of your range; they use your reading budget."""
-        state, cap = ctx.state, self.context_chars
+        state, cap = ctx.state, self.reading_budget
         lo, hi = state["lo"], state["hi"]
         if lo >= hi:
             raise ToolError("your range holds no lines: finish with the answer for an empty range")
@@ -256,7 +273,7 @@ class OolongSynth(Task):
                 f"your reading budget is used up ({cap} characters read): delegate parts of your range "
                 "to sub-agents, or finish with your best answer"
             )
-        end = min(offset + length, hi, offset + left)
+        end = min(offset + length, hi, offset + left, offset + self.context_chars)
         state["read"] += end - offset
         text = self.document(ctx.instance).text(offset, end)
         return f"[characters {offset}-{end} of your range {lo}-{hi}; {left - (end - offset)} of {cap} characters left to read]\n{text}"
@@ -274,8 +291,9 @@ class OolongSynth(Task):
             "n_lines": i1 - i0,
             "label_set": doc.spec.label_set,
             "labels": list(doc.labels),
-            "reading_budget": self.context_chars,
-            "reading_left": self.context_chars - state["read"],
+            "reading_budget": self.reading_budget,
+            "reading_left": self.reading_budget - state["read"],
+            "read_per_call": self.context_chars,
             "sub_agent_range": self.child_range_chars,
             "question_kinds": list(KINDS),
         })

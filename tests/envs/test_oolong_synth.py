@@ -356,6 +356,20 @@ def test_flat_oracle_is_exact_alone_only_when_the_document_fits():
     assert means["medium"] < 0.75 and means["hard"] < 0.5, means
 
 
+@pytest.mark.parametrize("difficulty", ["medium", "hard"])
+def test_both_oracles_are_exact_alone_with_enough_reading_budget(difficulty):
+    """A reading budget that covers the document (16 windows, read one window per call) makes reading alone exact."""
+    env = make(difficulty=difficulty, reading_budget=16 * 4096)
+    for delegate in (False, True):
+        for seed in range(4):
+            tree = run(env, env.task.oracle(delegate=delegate), seed)
+            assert tree.root.score == 1.0 and len(tree.nodes) == 1
+            reads = [m for m in tree.root.transcript if m["role"] == "assistant" and '"read"' in m["content"]]
+            assert len(reads) == -(-env.task.document(env.engine.instance).length // 4096)
+    with pytest.raises(ConfigError, match="reading_budget"):
+        make(reading_budget=10)
+
+
 @pytest.mark.parametrize(("limits", "min_score", "depth"), [
     ({"max_children_per_turn": 3}, 1.0, 2),  # the oracle's waves of 8 are refused: it halves them
     ({"max_depth": 1}, 1.0, 1),  # one level: more waves at the root
