@@ -26,6 +26,7 @@ from __future__ import annotations
 import datetime as dt
 import functools
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -146,6 +147,11 @@ class Document:
         base = int(self.starts[i0])
         return text[start - base : end - base]
 
+    def stream(self, chunk_chars: int = 1 << 20) -> Iterator[str]:
+        """The whole text in pieces of ``chunk_chars`` characters (never all of it in memory at once)."""
+        for start in range(0, self.length, max(1, chunk_chars)):
+            yield self.text(start, start + chunk_chars)
+
 
 def _draw(rng: np.random.Generator, n: int, cum: np.ndarray, pools: tuple[np.ndarray, ...], n_users: int,
           n_heavy: int, day0: int, n_days: int) -> tuple[np.ndarray, ...]:
@@ -163,7 +169,7 @@ def _draw(rng: np.random.Generator, n: int, cum: np.ndarray, pools: tuple[np.nda
     return label, instance, user, day
 
 
-@functools.lru_cache(maxsize=16)
+@functools.lru_cache(maxsize=64)
 def build_document(spec: DocSpec) -> Document:
     """The document of ``spec`` (cached: the same spec gives the same object while it stays in the cache)."""
     labelset = corpus()[spec.label_set]

@@ -104,6 +104,8 @@ def test_documents_are_seeded_streamed_and_parse_back():
     for _ in range(50):
         a, b = sorted(int(x) for x in rng.integers(0, doc.length + 1, 2))
         assert doc.text(a, b) == text[a:b]
+    pieces = list(doc.stream(7_000))
+    assert "".join(pieces) == text and max(map(len, pieces)) == 7_000
     lines = LINE_RE.findall(text)
     assert len(lines) == doc.n_lines == text.count("\n")
     assert [label_of(inst) for _d, _u, inst in lines] == [doc.labels[k] for k in doc.label.tolist()]
