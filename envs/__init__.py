@@ -12,3 +12,4 @@ register_task(
     "rao_envs.envs.textcraft.task:TextCraftSynth",
     discrete="rao_envs.envs.textcraft.discrete:TextCraftAdapter",
 )
+register_task("DeepSearchSynth-v0", "rao_envs.envs.deep_search.task:DeepSearchSynth")
