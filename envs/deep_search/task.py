@@ -50,9 +50,9 @@ Difficulties
     world per split: world seed 0 (``train``) or 1 (``val``); ``worlds=n`` draws among
     ``n`` worlds per split (even seeds train, odd seeds val). Each world's index is built once
     and cached on disk (``$RAO_ENVS_CACHE``, default ``~/.cache/rao_envs``) by world seed and
-    size. Measured (``benchmarks/deep_search_depth.py``): the delegating oracle solves every
-    instance at every difficulty; the flat oracle (never delegates) solves easy and most of
-    medium, and no hard or extreme instance.
+    size. Measured (``benchmarks/deep_search_depth.py``, 50 seeds per difficulty): the
+    delegating oracle solves every instance at every difficulty; the flat oracle (never
+    delegates) solves every easy and medium instance and no hard or extreme one.
 
 Registered ids
     ``rao_envs/DeepSearchSynth-v0`` (kwargs: ``difficulty``, ``split``, ``corpus_size`` to
@@ -62,6 +62,7 @@ Registered ids
 from __future__ import annotations
 
 import functools
+import os
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -111,11 +112,22 @@ class DeepSearchArgs(BaseModel):
     plan: dict[str, Any]
 
 
-@functools.lru_cache(maxsize=8)
 def get_index(seed: int, size: int, backend: str) -> SearchIndex:
     """The search index over the pages of world ``(seed, size)``: built once per machine, opened once per process."""
+    return _open_index(seed, size, backend, os.getpid())
+
+
+@functools.lru_cache(maxsize=8)
+def _open_index(seed: int, size: int, backend: str, pid: int) -> SearchIndex:
+    # keyed by pid: a forked worker opens its own handles (SQLite connections must not cross a fork)
     world = get_world(seed, size)
     return cached_index(world.key, world.documents, backend=backend)
+
+
+def clear_caches() -> None:
+    """Forget the worlds and indexes this process opened (the on-disk cache stays)."""
+    _open_index.cache_clear()
+    get_world.cache_clear()
 
 
 SYSTEM_PROMPT = """You answer research questions about a fictional world from its encyclopedia, \

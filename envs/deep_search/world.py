@@ -3,8 +3,8 @@
 A world of ``size`` entities (one encyclopedia page each) is a pure function of ``(seed,
 size)``. Five entity types: people, organisations, places, works and events; every name is
 built from meaningless syllables (``Talo Veskin``, ``Velmora Guild``), and about a fifth of
-the entities are deliberate near-namesakes of another entity of the same type (one syllable
-changed), so a page must be checked by its exact title.
+the entities are deliberate near-namesakes of another entity of the same type (one vowel or
+one onset changed), so a page must be checked by its exact title.
 
 Relations are functional (each subject has exactly one object): ``birthplace``, ``employer``
 and ``mentor`` of a person, ``founder`` and ``headquarters`` of an organisation,
@@ -16,11 +16,11 @@ and numbers (``population``, ``members``, ``pages``, ``attendance``).
 A page opens with a lead sentence (``Talo Veskin is a person.``), then its facts and a few
 filler sentences in a seeded order; after the lead, a person's own page names them by family
 name (``Veskin was born on ...``), as encyclopedias do. Attribute facts sit on their entity's
-own page. A relation fact ``s R o`` is stated on ``s``'s page, or only on ``o``'s page (at
-most one relation fact per subject, for about half the subjects with at most
-:data:`MAX_RIVALS_FOR_MOVE` rival pages, i.e. pages naming them or sharing a word of their
-name, and when ``o`` is named on at most :data:`MAX_OBJECT_MENTIONS_FOR_MOVE` pages), phrased from
-``o``'s side (``Lumeo is the birthplace of Talo Veskin.``). Both phrasings contain the
+own page. A relation fact ``s R o`` is stated on ``s``'s page, or only on ``o``'s page: at
+most one relation fact per subject moves, for a share (:data:`MOVE_SHARE`) of the subjects
+with at most :data:`MAX_RIVALS_FOR_MOVE` rival pages (pages naming them or sharing a word of
+their name) and only to an ``o`` named on at most :data:`MAX_OBJECT_MENTIONS_FOR_MOVE` pages
+(about 16% of all relation facts). A moved fact is phrased from ``o``'s side (``Lumeo is the birthplace of Talo Veskin.``). Both phrasings contain the
 lookup's keyword, so the query ``"<subject name> <keyword>"`` (:func:`hop_query`) finds the
 page that states the fact: the recall contract the tests check for every backend.
 """

@@ -240,7 +240,7 @@ class TantivyIndex:
         q = clauses[0][1] if len(clauses) == 1 else t.Query.boolean_query(clauses)
         searcher = self._searcher
         out = []
-        for score, addr in searcher.search(q, _clamp_k(k)).hits:
+        for score, addr in searcher.search(q, _clamp_k(k), count=False).hits:  # counting all matches defeats pruning
             doc_id, title, text = json.loads(searcher.doc(addr).get_first("doc"))
             out.append(Hit(doc_id, title, snippet(text), float(score)))
         return out
@@ -250,7 +250,7 @@ class TantivyIndex:
         if not isinstance(doc_id, str) or not doc_id or len(doc_id) > 1000:
             return None
         searcher = self._searcher
-        hits = searcher.search(self._t.Query.term_query(self._schema, "id", doc_id), 1).hits
+        hits = searcher.search(self._t.Query.term_query(self._schema, "id", doc_id), 1, count=False).hits
         if not hits:
             return None
         return Doc(*json.loads(searcher.doc(hits[0][1]).get_first("doc")))

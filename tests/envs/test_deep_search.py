@@ -331,25 +331,22 @@ def test_other_backends_pass_conformance(backend):
 
 
 def test_index_is_cached_on_disk_and_shared(tmp_path, monkeypatch):
-    from rao_envs.envs.deep_search import task as task_module
-    from rao_envs.envs.deep_search import world as world_module
+    from rao_envs.envs.deep_search.task import clear_caches
+    from rao_envs.envs.deep_search.world import GENERATOR_VERSION
 
     monkeypatch.setenv("RAO_ENVS_CACHE", str(tmp_path))
-    task_module.get_index.cache_clear()
-    world_module.get_world.cache_clear()
+    clear_caches()
     try:
         DeepSearchSynth("easy", corpus_size=600, backend="fts5").generate(np.random.default_rng(0))
         names = sorted(p.name for p in (tmp_path / "search").iterdir())
-        assert names == [f"deep_search-w0-n600-g{world_module.GENERATOR_VERSION}.fts5.v1"]  # fts5: no library version
-        assert (tmp_path / "deep_search" / "worlds").is_dir()
-        task_module.get_index.cache_clear()
-        world_module.get_world.cache_clear()
+        assert names == [f"deep_search-w0-n600-g{GENERATOR_VERSION}.fts5.v1"]  # fts5: no library version in the name
+        assert (tmp_path / "deep_search" / "worlds" / f"deep_search-w0-n600-g{GENERATOR_VERSION}" / "world.npz").is_file()
+        clear_caches()
         stamp = (tmp_path / "search" / names[0] / "index.sqlite3").stat().st_mtime_ns
         DeepSearchSynth("easy", corpus_size=600, backend="fts5").generate(np.random.default_rng(1))
         assert (tmp_path / "search" / names[0] / "index.sqlite3").stat().st_mtime_ns == stamp  # opened, not rebuilt
     finally:
-        task_module.get_index.cache_clear()
-        world_module.get_world.cache_clear()
+        clear_caches()
 
 
 def test_values_render_as_pages_write_them():
