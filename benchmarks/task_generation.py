@@ -1,10 +1,16 @@
-"""How fast tasks generate their instances, and how big their trees get.
+"""How fast every task generates its instances, and what the long-context and search tasks cost.
 
-One function per task returns its rows (``oolong_rows`` for Oolong-Synth, issue 15 part 6);
-``main`` prints them as one table. Each row: what is measured, the value, the target, and
-whether it is met; a baseline measured in the same run sits next to the numbers it explains.
+Part 1, every registered built-in task (issue 14, part 7): 128 ``task.make_instance(rng)``
+calls in a warm process (world and index already loaded), and 128 ``env.reset(seed)`` of the
+Gymnasium view (instance + root prompt). For DeepSearchSynth-v0 also, each in a fresh process:
 
-Oolong-Synth:
+* **no cache**: an empty cache directory, so the first instance generates the world and its
+  pages, builds the search index and saves both; then 127 more instances;
+* **index cached on disk**: the same cache directory again, so the process loads the world
+  and opens the index; then 128 instances (target: under 1 s).
+
+Part 2, Oolong-Synth (issue 15, part 6), one row per measure with its target and, next to
+the numbers it explains, a baseline measured in the same run:
 
 * document text generated per second (index draw + rendering the whole text), next to a
   plain Python generator of the same lines (``random.choice`` per field, an f-string per
@@ -14,23 +20,72 @@ Oolong-Synth:
 * tree JSON size of extreme episodes solved by the delegating oracle, and how much of it is
   document text the nodes read.
 
-    python benchmarks/task_generation.py [--quick]
+    python benchmarks/task_generation.py [--n 128] [--quick]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import random
 import statistics
+import subprocess
+import sys
+import tempfile
 import time
 
 import gymnasium
+import numpy as np
 
 import rao_envs  # noqa: F401  (registers the tasks)
 from rao_envs.envs.oolong_synth import LINE_RE, DocSpec, build_document, corpus
 from rao_envs.envs.oolong_synth.document import DAY_PIECES
 
 Row = tuple[str, str, str, str]
+
+
+def child(difficulty: str, n: int, corpus_size: int | None) -> None:
+    """In a fresh process: time import, task construction, the first instance and the rest."""
+    t0 = time.perf_counter()
+    from rao_envs.envs.deep_search import DeepSearchSynth
+
+    t1 = time.perf_counter()
+    kwargs = {} if corpus_size is None else {"corpus_size": corpus_size}
+    task = DeepSearchSynth(difficulty, **kwargs)
+    t2 = time.perf_counter()
+    task.make_instance(np.random.default_rng(0))
+    t3 = time.perf_counter()
+    for seed in range(1, n):
+        task.make_instance(np.random.default_rng(seed))
+    t4 = time.perf_counter()
+    print(json.dumps({"import": t1 - t0, "make": t2 - t1, "first": t3 - t2, "rest": t4 - t3, "size": task.size}))
+
+
+def fresh(difficulty: str, n: int, cache: str, corpus_size: int | None) -> dict:
+    """Run :func:`child` in a new interpreter with ``RAO_ENVS_CACHE=cache``."""
+    cmd = [sys.executable, __file__, "--child", difficulty, "--n", str(n)]
+    if corpus_size is not None:
+        cmd += ["--corpus-size", str(corpus_size)]
+    out = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "RAO_ENVS_CACHE": cache}, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def warm_rates(env_id: str, difficulty: str, n: int, **kwargs) -> tuple[float, float]:
+    """(make_instance per second, env.reset per second) in this process, after one warm-up."""
+    import gymnasium
+
+    env = gymnasium.make(f"rao_envs/{env_id}", difficulty=difficulty, **kwargs).unwrapped
+    env.reset(seed=0)
+    task = env.task
+    t0 = time.perf_counter()
+    for seed in range(n):
+        task.make_instance(np.random.default_rng(seed))
+    gen = n / (time.perf_counter() - t0)
+    t0 = time.perf_counter()
+    for seed in range(n):
+        env.reset(seed=seed)
+    return gen, n / (time.perf_counter() - t0)
 
 
 def _best(fn, repeat: int) -> float:
@@ -116,27 +171,59 @@ def oolong_rows(quick: bool = False) -> list[Row]:
     return rows
 
 
-def main() -> None:
-    """Measure and print the table."""
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--quick", action="store_true", help="smaller documents, fewer runs and seeds (smoke test)")
-    args = ap.parse_args()
-    t0 = time.perf_counter()
-    rows = oolong_rows(quick=args.quick)
-    try:
-        from rich.console import Console
-        from rich.table import Table
+def print_rows(rows: list[Row]) -> None:
+    """The Oolong-Synth rows as a table."""
+    from rich.console import Console
+    from rich.table import Table
 
-        table = Table(title="Task generation")
-        for col in ("measure", "value", "target", "met"):
-            table.add_column(col, justify="left" if col == "measure" else "right")
-        for r in rows:
-            table.add_row(*r)
-        Console(width=160).print(table)
-    except ImportError:  # pragma: no cover - rich is a dependency, plain text as a fallback
-        for r in rows:
-            print(" | ".join(r))
-    print(f"{time.perf_counter() - t0:.1f} s")
+    table = Table(title="Oolong-Synth generation")
+    for col in ("measure", "value", "target", "met"):
+        table.add_column(col, justify="left" if col == "measure" else "right")
+    for r in rows:
+        table.add_row(*r)
+    Console(width=160).print(table)
+
+
+def main() -> None:
+    """Measure and print the tables."""
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--n", type=int, default=128)
+    ap.add_argument("--quick", action="store_true", help="DeepSearch on 1,000-document corpora, fresh processes for easy only (smoke test)")
+    ap.add_argument("--corpus-size", type=int, default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--child", default=None, help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.child:
+        return child(args.child, args.n, args.corpus_size)
+    n = args.n
+    size = 1000 if args.quick else None
+
+    print(f"| task | difficulty | instances/s (warm) | env.reset/s (warm) | {n} instances, warm |")
+    print("|---|---|---:|---:|---:|")
+    from rao_envs.registration import task_spec
+
+    for env_id in ("Toy-v0", "TextCraft-v0", "OolongSynth-v0", "DeepSearchSynth-v0"):
+        cls = task_spec(env_id).load()
+        for difficulty in cls.difficulties:
+            kwargs = {"corpus_size": size} if (size and env_id.startswith("DeepSearch")) else {}
+            gen, reset = warm_rates(env_id, difficulty, n, **kwargs)
+            print(f"| {env_id} | {difficulty} | {gen:,.0f} | {reset:,.0f} | {1000 * n / gen:.1f} ms |")
+
+    print(f"\nDeepSearchSynth-v0 in a fresh process ({n} instances; import of rao_envs not counted):\n")
+    print(f"| difficulty | documents | no cache: first instance (world + pages + index) | no cache: {n} instances | "
+          f"index cached: first instance (load + open) | index cached: {n} instances | target < 1 s |")
+    print("|---|---:|---:|---:|---:|---:|---|")
+    from rao_envs.envs.deep_search import DeepSearchSynth
+
+    for difficulty in DeepSearchSynth.difficulties[:1] if args.quick else DeepSearchSynth.difficulties:
+        with tempfile.TemporaryDirectory(prefix="rao_envs-cache-") as cache:
+            cold = fresh(difficulty, n, cache, size)
+            warm = fresh(difficulty, n, cache, size)
+        cold_total = cold["make"] + cold["first"] + cold["rest"]
+        warm_total = warm["make"] + warm["first"] + warm["rest"]
+        print(f"| {difficulty} | {cold['size']:,} | {cold['first']:.2f} s | {cold_total:.2f} s | "
+              f"{warm['first'] * 1000:.0f} ms | {warm_total:.2f} s | {'met' if warm_total < 1 else 'NOT met'} |")
+    print(f"\nmachine: {os.cpu_count()} CPUs\n")
+    print_rows(oolong_rows(quick=args.quick))
 
 
 if __name__ == "__main__":

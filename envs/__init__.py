@@ -13,3 +13,4 @@ register_task(
     discrete="rao_envs.envs.textcraft.discrete:TextCraftAdapter",
 )
 register_task("OolongSynth-v0", "rao_envs.envs.oolong_synth.task:OolongSynth")
+register_task("DeepSearchSynth-v0", "rao_envs.envs.deep_search.task:DeepSearchSynth")
