@@ -314,9 +314,11 @@ def test_symlink_and_hardlink_tricks_against_host_reads(isolated, planted_secret
 def test_kill_signals_cannot_reach_the_host(isolated):
     me = os.getpid()
     r = isolated.run("import os, signal\nos.kill(-1, signal.SIGKILL)", timeout=5)
-    # kill(-1) takes down everything in the box, the fork-server included: an infra error
-    assert r.error_kind in ("infra", "crashed"), r
+    # kill(-1) reaches every process of the box except the fork-server (PID 1 of the box): the
+    # code's own failure (ESRCH when it is alone), never an infra error (issue 10 part 5)
+    assert r.error_kind in ("crashed", "exception") and not r.is_infra, r
     assert os.getpid() == me  # we are alive
+    _alive(isolated)  # the same box goes on
     isolated.stop()
     isolated.start()
     _alive(isolated)
@@ -390,11 +392,13 @@ def test_worker_killed_mid_run_is_infra_and_pool_replaces_it(backend_name):
         with pool.sandbox() as sb2:
             assert id(sb2) != box_id
             _alive(sb2)
-        # a snippet that kills its own fork-server is an infra failure too
+        # a snippet cannot kill its own fork-server (PID 1 of the box, or refused by the
+        # session's seccomp filter): its own failure at most, and the box goes on (issue 10)
         with pool.sandbox() as sb3:
             r = sb3.run(f"import os, signal; os.kill({sb3.worker_pid}, signal.SIGKILL); import time; time.sleep(5)",
                         timeout=10)
-            assert r.error_kind in ("infra", "crashed"), r
+            assert not r.is_infra, r
+            _alive(sb3)
         with pool.sandbox() as sb4:
             _alive(sb4)
 
@@ -630,8 +634,9 @@ def test_cpu_limit_is_not_lifted_between_runs():
                 text = open(f"/proc/{pid}/limits").read()
             except OSError:
                 continue
-            nspid = int(next(line for line in status.splitlines() if line.startswith("NSpid:")).split()[-1])
-            if b"python" in cmd and nspid != sb.worker_pid:  # a session, not the fork-server
+            nspids = next(line for line in status.splitlines() if line.startswith("NSpid:")).split()[1:]
+            in_box = len(nspids) > 1  # not the launcher, which lives in the host's namespace
+            if in_box and b"python" in cmd and int(nspids[-1]) != sb.worker_pid:  # a session
                 line = next(line for line in text.splitlines() if line.startswith("Max cpu time"))
                 limits.append(line.split()[3])
         assert limits and "unlimited" not in limits, limits
