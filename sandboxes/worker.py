@@ -48,6 +48,7 @@ _GRACE = 0.05  # seconds to wait for the output pipes after the session stopped
 _INT_GRACE = 0.5  # seconds between SIGINT and SIGKILL on a wall-clock timeout
 _POLL = 0.05  # seconds between checks of the box-wide limits during a run
 _SPAWN_TIMEOUT = 10.0
+_ACK = b"A"  # first byte on a call's report pipe: the session received the call
 
 # exit codes of a session that could not set itself up (reported by op "new")
 _SETUP_ERRORS = {5: "could not install the seccomp filter", 6: "could not drop privileges (prctl)"}
@@ -462,6 +463,10 @@ def _session_loop(sock, cfg, globs, devnull):
             os._exit(3)
         for f in fds:
             os.set_inheritable(f, False)
+        try:
+            os.write(fds[-1], _ACK)  # "got the call": from here on, the call's outcome is ours
+        except (OSError, IndexError):
+            pass
         if msg == b"R" and len(fds) == 3:
             reply = _session_run(req, fds[0], fds[1], globs, my_pid, devnull)
         elif msg == b"F" and len(fds) == 2:
@@ -547,13 +552,18 @@ def _session_run(req, out_w, err_w, globs, my_pid, devnull):
             pass
     if os.getpid() != my_pid:
         os._exit(exit_code & 0xFF)
-    threading = sys.modules.get("threading")
-    if threading is not None and threading.active_count() > 1:  # give finishing threads a moment
+    try:  # timers set by this run must not fire into the next one
+        for which in (signal.ITIMER_REAL, signal.ITIMER_VIRTUAL, signal.ITIMER_PROF):
+            signal.setitimer(which, 0)
+    except (OSError, ValueError):
+        pass
+    if "threading" in sys.modules:  # give threads that are finishing (or just joined) a moment
         end = time.monotonic() + 0.02
-        while threading.active_count() > 1 and time.monotonic() < end:
-            time.sleep(0.001)
-        while len(os.listdir("/proc/self/task")) > 1 and time.monotonic() < end:
-            time.sleep(0.001)
+        try:
+            while len(os.listdir("/proc/self/task")) > 1 and time.monotonic() < end:
+                time.sleep(0.001)
+        except OSError:
+            pass
     for stream in (sys.stdout, sys.stderr):
         try:
             stream.flush()
@@ -773,13 +783,15 @@ class Server:
             pass
         while True:
             try:
-                pid, status = os.waitpid(-1, os.WNOHANG | os.WUNTRACED)
+                pid, status = os.waitpid(-1, os.WNOHANG | os.WUNTRACED | os.WCONTINUED)
             except ChildProcessError:
                 return
             if pid == 0:
                 return
             if os.WIFSTOPPED(status):
                 self.stopped.add(pid)
+            elif os.WIFCONTINUED(status):
+                self.stopped.discard(pid)
             else:
                 self.stopped.discard(pid)
                 if any(s.pid == pid for s in self.sessions.values()):
@@ -852,6 +864,18 @@ class Server:
             self._collect()
         self._collect()
         self.stopped.intersection_update(s.pid for s in self.sessions.values())
+
+    def _restop(self):
+        """Between calls every session is stopped; one that another session continued
+        (SIGCONT) is stopped again here, so it cannot run until its own next call."""
+        self._collect()
+        for s in list(self.sessions.values()):
+            if s.pid not in self.stopped and s.pid not in self.exited:
+                try:
+                    os.kill(s.pid, signal.SIGSTOP)
+                except OSError:
+                    continue
+                self._wait_stopped(s.pid, time.monotonic() + 1.0)
 
     def _spawn(self, sid):
         """Fork a fresh session and wait until it has locked itself down and stopped."""
@@ -968,6 +992,9 @@ class Server:
         was_dead = bool(notes)
         if s is None:
             s = self._spawn(sid)
+        return self._run_call(sid, s, req, notes, was_dead, retry=True)
+
+    def _run_call(self, sid, s, req, notes, was_dead, retry):
         timeout = float(req.get("timeout") or 10.0)
         t0 = time.monotonic()
         deadline = t0 + timeout
@@ -987,9 +1014,18 @@ class Server:
         os.close(rep_r)
         output.drain()
         duration = time.monotonic() - t0
+        started = report_buf[:1] == _ACK
+        if outcome == "dead" and not started and retry:
+            # it died before it took the call (SIGKILLed while stopped, by a sibling session,
+            # and not reaped yet): the code never ran, so run it in a fresh session
+            status = self._kill_session(sid)
+            notes.append("[sandbox] the session had died (%s) since the last call; a fresh one was started"
+                         % _status_text(status))
+            self.sweep()
+            return self._run_call(sid, self._spawn(sid), req, notes, True, retry=False)
         report, status = None, None
         if outcome == "stopped":
-            report = _last_frame(report_buf)
+            report = _last_frame(report_buf[1:] if started else b"")
             info = s.stat()
             if report is None:
                 notes.append("[sandbox] the session stopped before its code finished; it was restarted")
@@ -1206,7 +1242,7 @@ class Server:
                     reply = op(req) if op else {"error": "unknown op %r" % req.get("op")}
                 except Exception as e:  # noqa: BLE001 - never die on one bad request
                     reply = {"error": "%s: %s" % (type(e).__name__, e)}
-            self._collect()
+            self._restop()
             reply["spids"] = [s.pid for s in self.sessions.values()]
             try:
                 _write_all(fd_out, _frame(reply))

@@ -856,3 +856,43 @@ def test_signals_and_limits_on_the_fork_server_are_contained(isolated, attack):
         assert s.run("import os; os.getpid() > 1").stdout == "True\n"
         s.close()
     assert isolated._transport is transport  # the very same box: nothing was restarted
+
+
+def test_timers_do_not_fire_into_the_next_run(any_sb):
+    r = any_sb.run("import signal\nsignal.signal(signal.SIGALRM, lambda *a: print('ALARM', flush=True))\n"
+                   "signal.setitimer(signal.ITIMER_REAL, 0.02, 0.02)\nstate = 1")
+    assert r.ok, r
+    time.sleep(0.2)
+    r = any_sb.run("import time; time.sleep(0.2); print(state)")
+    assert r.stdout == "1\n", r  # no ALARM, and the session's state is kept
+
+
+def test_a_joined_thread_keeps_the_session(any_sb):
+    r = any_sb.run("import threading\nt = threading.Thread(target=print, args=('in thread',))\n"
+                   "t.start(); t.join()\nkept = 1")
+    assert r.ok and r.stdout == "in thread\n" and not r.restarted, r
+    assert any_sb.run("kept").stdout == "1\n"
+
+
+def test_sibling_sessions_cannot_run_each_other_between_calls(isolated):
+    """A session may kill or continue another one of the same box: the victim's next call
+    still runs its code (in a fresh session if it was killed), and a continued session is
+    stopped again before any other call."""
+    other = isolated.session()
+    assert other.run("v = 1\nimport os; os.getpid()").ok
+    r = isolated.run("import os, signal\n"
+                     "for p in os.listdir('/proc'):\n"
+                     "    if p.isdigit() and int(p) not in (1, os.getpid()):\n"
+                     "        os.kill(int(p), signal.SIGCONT)\n")
+    assert r.ok, r
+    states = isolated.run("import os\nsorted(open('/proc/%s/stat' % p).read().split()[2] for p in os.listdir('/proc')"
+                          " if p.isdigit() and int(p) not in (1, os.getpid()))")
+    assert states.stdout == "['T']\n", states  # the continued sibling was stopped again
+    r = isolated.run("import os, signal\n"
+                     "for p in os.listdir('/proc'):\n"
+                     "    if p.isdigit() and int(p) not in (1, os.getpid()):\n"
+                     "        os.kill(int(p), signal.SIGKILL)\n")
+    assert not r.is_infra, r
+    r = other.run("print('ran'); 'v' in globals()")
+    assert r.stdout == "ran\nFalse\n" and r.restarted and not r.is_infra, r
+    _alive(isolated)
