@@ -5,8 +5,8 @@ and the host talks to it over the attached stdin/stdout stream, so each call is 
 trip rather than an ``exec_run`` (~90 ms on Podman). Works against Docker and against Podman's
 Docker-compatible socket (``podman system service``; set ``DOCKER_HOST``).
 
-Container options: ``network_mode="none"``, ``read_only=True``, size- and inode-capped tmpfs
-``/work`` (owned by the sandbox user) and ``/tmp``, ``shm_size``, ``mem_limit`` =
+Container options: ``network_mode="none"``, ``read_only=True``, size-capped tmpfs ``/work``
+(owned by the sandbox user) and ``/tmp``, ``shm_size``, ``mem_limit`` =
 ``memswap_limit``, ``pids_limit``, ``nano_cpus``, ``cap_drop=["ALL"]``, ``no-new-privileges``, a
 non-root user; no ``init``: the fork-server itself is the container's PID 1 (it reaps orphans),
 so no init process holds the attached stream and the kernel shields it from user code's
@@ -210,7 +210,6 @@ class DockerSandbox(Sandbox):
             podman = False
         disk = int(lim.disk_mb or 64)
         tmp_mb = max(1, min(disk, 64))
-        files = lim.file_count()
         uid = self.user.split(":")[0]
         gid = self.user.split(":")[1] if ":" in self.user else uid
         # Podman ignores tmpfs mode=; its "U" option chowns the tmpfs to the container user
@@ -220,8 +219,9 @@ class DockerSandbox(Sandbox):
             command=[self.python, "-I", "-S", "-c", worker_source(), json.dumps(config)],
             stdin_open=True, tty=False, detach=True,
             network_mode="none", read_only=True,
-            tmpfs={"/work": f"rw,nosuid,nodev,size={disk}m,nr_inodes={files},{owner_opt}",
-                   "/tmp": f"rw,nosuid,nodev,size={tmp_mb}m,nr_inodes={files},mode=1777"},
+            # (no nr_inodes=: Podman 4 refuses it; the worker caps files + directories itself)
+            tmpfs={"/work": f"rw,nosuid,nodev,size={disk}m,{owner_opt}",
+                   "/tmp": f"rw,nosuid,nodev,size={tmp_mb}m,mode=1777"},
             shm_size=f"{tmp_mb}m",
             mem_limit=box_mem, memswap_limit=box_mem,
             pids_limit=int((lim.processes or 64) + 16), nano_cpus=int(self.cpus * 1e9),
