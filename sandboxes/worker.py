@@ -48,7 +48,6 @@ _GRACE = 0.05  # seconds to wait for the output pipes after the session stopped
 _INT_GRACE = 0.5  # seconds between SIGINT and SIGKILL on a wall-clock timeout
 _POLL = 0.05  # seconds between checks of the box-wide limits during a run
 _SPAWN_TIMEOUT = 10.0
-_ACK = b"A"  # first byte on a call's report pipe: the session received the call
 
 # exit codes of a session that could not set itself up (reported by op "new")
 _SETUP_ERRORS = {5: "could not install the seccomp filter", 6: "could not drop privileges (prctl)"}
@@ -171,7 +170,7 @@ _DENY_ENOSYS = (
 # tmpfs user xattrs are neither bounded by size= nor wiped with the directory they sit on
 _DENY_ENOTSUP = "setxattr lsetxattr fsetxattr setxattrat".split()
 
-_LD_ABS, _JEQ, _JGE, _RET = 0x20, 0x15, 0x35, 0x06
+_LD_ABS, _JA, _JEQ, _JGE, _RET = 0x20, 0x05, 0x15, 0x35, 0x06
 _ALLOW = 0x7FFF0000
 
 
@@ -187,9 +186,25 @@ def _arg(i):
     return 16 + 8 * i  # low 32 bits of seccomp_data.args[i] (little-endian); int arguments live there
 
 
-def _seccomp_program(worker_pid, worker_pgid, pidns):
+def _bpf_tree(items):
+    """Dispatch on the syscall number (in A) by binary search: a handful of comparisons per
+    syscall instead of one per listed number. ``items``: sorted ``(nr, block)``, every block
+    ending in a RET; numbers not listed are allowed."""
+    if len(items) <= 4:
+        out = []
+        for nr, block in items:
+            out.append(_ins(_JEQ, nr, 0, len(block)))
+            out.extend(block)
+        return out + [_ins(_RET, _ALLOW)]
+    mid = len(items) // 2
+    left, right = _bpf_tree(items[:mid]), _bpf_tree(items[mid:])
+    # A >= items[mid]: take the JA over the left half; else skip the JA
+    return [_ins(_JGE, items[mid][0], 0, 1), _ins(_JA, len(left))] + left + right
+
+
+def _seccomp_program(worker_pid, worker_pgid, pidns, machine=None):
     """The session filter as bytes of ``struct sock_filter``, or (None, reason) on an unknown arch."""
-    machine = os.uname().machine
+    machine = machine or os.uname().machine
     nr = _NR.get(machine)
     if nr is None:
         return None, "no seccomp table for %s" % machine
@@ -197,13 +212,10 @@ def _seccomp_program(worker_pid, worker_pgid, pidns):
             _ins(_LD_ABS, 0)]
     if machine == "x86_64":  # the x32 ABI (nr | 0x40000000) would dodge every number below
         prog += [_ins(_JGE, 0x40000000, 0, 1), _ins(_RET, _errno(_ENOSYS))]
+    rules = {}
     for names, err in ((_DENY_EPERM, _EPERM), (_DENY_ENOSYS, _ENOSYS), (_DENY_ENOTSUP, _ENOTSUP)):
         for name in names:
-            prog += [_ins(_JEQ, nr[name], 0, 1), _ins(_RET, _errno(err))]
-
-    def rule(name, block):
-        prog.append(_ins(_JEQ, nr[name], 0, len(block)))
-        prog.extend(block)
+            rules[nr[name]] = [_ins(_RET, _errno(err))]
 
     def self_only(*args):  # every listed int argument must be 0 (this process / its own group)
         block = []
@@ -224,14 +236,15 @@ def _seccomp_program(worker_pid, worker_pgid, pidns):
         return block + [_ins(_RET, _ALLOW)]
 
     for name in ("kill", "tkill", "tgkill", "rt_sigqueueinfo", "rt_tgsigqueueinfo"):
-        rule(name, not_worker(0))
+        rules[nr[name]] = not_worker(0)
     for name in ("prlimit64", "sched_setscheduler", "sched_setparam", "sched_setattr", "migrate_pages",
                  "move_pages"):
-        rule(name, self_only(0))
-    rule("setpriority", self_only(0, 1))  # PRIO_PROCESS (0) of itself (0) only
+        rules[nr[name]] = self_only(0)
+    rules[nr["setpriority"]] = self_only(0, 1)  # PRIO_PROCESS (0) of itself (0) only
     prio = self_only(1)  # ioprio_set(IOPRIO_WHO_PROCESS=1, 0, ...) only
-    rule("ioprio_set", [_ins(_LD_ABS, _arg(0)), _ins(_JEQ, 1, 0, len(prio))] + prio + [_ins(_RET, _errno(_EPERM))])
-    prog.append(_ins(_RET, _ALLOW))
+    rules[nr["ioprio_set"]] = [_ins(_LD_ABS, _arg(0)), _ins(_JEQ, 1, 0, len(prio))] + prio + [
+        _ins(_RET, _errno(_EPERM))]
+    prog += _bpf_tree(sorted(rules.items()))
     return b"".join(prog), None
 
 
@@ -433,26 +446,19 @@ def _session_setup(sock, cfg, hardening):
 
 def _session_loop(sock, cfg, globs, devnull):
     """One REPL session: stop until the fork-server continues us with a call, answer it on the
-    call's own report pipe, stop again."""
+    call's own report pipe, stop again (the stop, seen by the kernel, is what ends the call)."""
     my_pid = os.getpid()
     fd = sock.fileno()
-    chld = signal.SIG_DFL
+    flags = getattr(socket, "MSG_CMSG_CLOEXEC", 0)
+    chld = _quiet_children()
+    os.kill(my_pid, signal.SIGSTOP)  # between calls nothing of ours runs
     while True:
-        # Children of this run are SIGKILLed by the fork-server after we stop; with SIGCHLD
-        # ignored the kernel reaps them at once (a stopped parent cannot), so they do not
-        # linger as zombies against the process limit.
-        _reap_children()
-        try:
-            chld = signal.signal(signal.SIGCHLD, signal.SIG_IGN)
-        except (ValueError, OSError, TypeError):
-            pass
-        os.kill(my_pid, signal.SIGSTOP)  # between calls nothing of ours runs
         try:
             signal.signal(signal.SIGCHLD, chld if chld is not None else signal.SIG_DFL)
         except (ValueError, OSError, TypeError):
             pass
         try:
-            msg, fds, _, _ = socket.recv_fds(sock, 1, 4)
+            msg, fds, _, _ = socket.recv_fds(sock, 1, 4, flags)
         except (OSError, EOFError):
             os._exit(0)
         if not msg:
@@ -461,12 +467,6 @@ def _session_loop(sock, cfg, globs, devnull):
             req = _read_frame(fd, _MAX_HOST_FRAME, time.monotonic() + 10)
         except Exception:
             os._exit(3)
-        for f in fds:
-            os.set_inheritable(f, False)
-        try:
-            os.write(fds[-1], _ACK)  # "got the call": from here on, the call's outcome is ours
-        except (OSError, IndexError):
-            pass
         if msg == b"R" and len(fds) == 3:
             reply = _session_run(req, fds[0], fds[1], globs, my_pid, devnull)
         elif msg == b"F" and len(fds) == 2:
@@ -475,11 +475,25 @@ def _session_loop(sock, cfg, globs, devnull):
             os._exit(3)
         if os.getpid() != my_pid:  # a child forked by user code must never answer
             os._exit(0)
+        chld = _quiet_children()
         try:
             _write_all(fds[-1], _frame(reply))
         except OSError:
             pass
         os.close(fds[-1])
+        os.kill(my_pid, signal.SIGSTOP)
+
+
+def _quiet_children():
+    """Reap our children, then ignore SIGCHLD until the next call: the fork-server SIGKILLs
+    whatever this call left running after we stop, and with SIGCHLD ignored the kernel reaps
+    those at once (a stopped parent cannot), so no zombie counts against the process limit.
+    Returns the disposition to restore."""
+    _reap_children()
+    try:
+        return signal.signal(signal.SIGCHLD, signal.SIG_IGN)
+    except (ValueError, OSError, TypeError):
+        return signal.SIG_DFL
 
 
 def _reap_children():
@@ -613,31 +627,42 @@ def _is_zombie(pid):
 
 
 class _Session:
-    __slots__ = ("pid", "sock", "statfd")
+    __slots__ = ("pid", "sock", "statfd", "pidfd", "cpu_soft")
 
     def __init__(self, pid, sock):
         self.pid = pid
         self.sock = sock
+        sock.setblocking(False)
+        self.cpu_soft = None  # the soft RLIMIT_CPU we last set
         try:
             self.statfd = os.open("/proc/%d/stat" % pid, os.O_RDONLY | os.O_CLOEXEC)
         except OSError:
             self.statfd = -1
+        try:  # readable once the process has exited: death wakes the pump without SIGCHLD
+            self.pidfd = os.pidfd_open(pid)
+        except (AttributeError, OSError):
+            self.pidfd = -1
 
     def stat(self):
-        """``(cpu seconds, threads)`` of the session process, from the kernel (None if unknown)."""
+        """``(state, cpu seconds, threads)`` of the session process, from the kernel, or None."""
         try:
             data = os.pread(self.statfd, 1024, 0)
             f = data[data.rindex(b")") + 2:].split()
-            return (int(f[11]) + int(f[12])) / _CLK_TCK, int(f[17])
+            return f[0], (int(f[11]) + int(f[12])) / _CLK_TCK, int(f[17])
         except (OSError, ValueError, IndexError):
             return None
 
     def close(self):
-        for closer in (self.sock.close, lambda: os.close(self.statfd) if self.statfd >= 0 else None):
-            try:
-                closer()
-            except OSError:
-                pass
+        for fd in (self.statfd, self.pidfd):
+            if fd >= 0:
+                try:
+                    os.close(fd)
+                except OSError:
+                    pass
+        try:
+            self.sock.close()
+        except OSError:
+            pass
 
 
 try:
@@ -736,7 +761,11 @@ def _classify(report, status, timed_out, timeout):
 
 
 class Server:
-    """The fork-server: owns the host channel, the sessions and the sweep."""
+    """The fork-server: owns the host channel, the sessions and the sweep.
+
+    No SIGCHLD handler (a caught signal per stop and per continue would cost more than the
+    whole call): a session's death wakes the pump through its pidfd, its stop is polled with
+    ``waitpid`` once its report has arrived."""
 
     def __init__(self, cfg, hardening):
         self.cfg = cfg
@@ -745,13 +774,8 @@ class Server:
         self.pidns = bool(cfg.get("pidns"))
         self.out_cap = int(cfg.get("limits", {}).get("output_bytes") or 65536)
         self.my_pid = os.getpid()
-        self.stopped = set()  # session pids the kernel reported stopped (since we last continued them)
+        self.stopped = set()  # pids the kernel reported stopped (since they were last continued)
         self.exited = {}  # session pid -> wait status
-        self.wake_r, self.wake_w = os.pipe()
-        os.set_blocking(self.wake_r, False)
-        os.set_blocking(self.wake_w, False)
-        signal.signal(signal.SIGCHLD, lambda signum, frame: None)
-        signal.set_wakeup_fd(self.wake_w, warn_on_full_buffer=False)
         roots = [cfg["workdir"]] + [m for m in cfg.get("scratch", []) if m != cfg["workdir"]]
         self.roots = {}
         for root in roots:  # modes to restore on reset
@@ -762,6 +786,17 @@ class Server:
         self.inode_cap = int(cfg.get("inode_cap") or 0)
         self.inode_mounts = [m for m in cfg.get("scratch", []) if m in self.roots] if self.inode_cap else []
         self.inode_base = self.last_inodes = self._inodes()
+        self.unchecked = 0.0  # run time since the file count was last checked
+        self.last_pid_fd = -1  # /proc/sys/kernel/ns_last_pid: has anything forked since the sweep?
+        self.swept_at = None
+        self.pid_max = 32768
+        if self.pidns:
+            try:
+                self.last_pid_fd = os.open("/proc/sys/kernel/ns_last_pid", os.O_RDONLY | os.O_CLOEXEC)
+                with open("/proc/sys/kernel/pid_max") as f:
+                    self.pid_max = int(f.read())
+            except (OSError, ValueError):
+                pass
 
     # ----- process helpers
     def _inodes(self):
@@ -774,13 +809,18 @@ class Server:
                 pass
         return n
 
+    def _note(self, pid, status):
+        if os.WIFSTOPPED(status):
+            self.stopped.add(pid)
+        elif os.WIFCONTINUED(status):
+            self.stopped.discard(pid)
+        else:
+            self.stopped.discard(pid)
+            if any(s.pid == pid for s in self.sessions.values()):
+                self.exited[pid] = status
+
     def _collect(self):
-        """Reap every child that changed state; note stops and deaths of sessions."""
-        try:
-            while os.read(self.wake_r, 512):
-                pass
-        except OSError:
-            pass
+        """Reap every child that changed state; note stops, continues and deaths of sessions."""
         while True:
             try:
                 pid, status = os.waitpid(-1, os.WNOHANG | os.WUNTRACED | os.WCONTINUED)
@@ -788,30 +828,38 @@ class Server:
                 return
             if pid == 0:
                 return
-            if os.WIFSTOPPED(status):
-                self.stopped.add(pid)
-            elif os.WIFCONTINUED(status):
-                self.stopped.discard(pid)
-            else:
-                self.stopped.discard(pid)
-                if any(s.pid == pid for s in self.sessions.values()):
-                    self.exited[pid] = status
+            self._note(pid, status)
+
+    def _poll(self, pid):
+        """The news about child ``pid`` only (stopped / continued / dead); False if ``pid`` is
+        not (or no longer) a child of ours."""
+        while True:
+            try:
+                got, status = os.waitpid(pid, os.WNOHANG | os.WUNTRACED | os.WCONTINUED)
+            except ChildProcessError:
+                return False
+            if not got:
+                return True
+            self._note(got, status)
 
     def _wait_stopped(self, pid, deadline):
-        """Wait until session ``pid`` stops (True) or dies / the deadline passes (False)."""
+        """Wait until child ``pid`` stops (True) or dies, is not ours, or the deadline passes
+        (False): spin briefly (it is usually a few syscalls away), then poll."""
+        spins = 0
         while True:
-            self._collect()
+            ours = self._poll(pid)
             if pid in self.stopped:
                 return True
-            if pid in self.exited:
+            if pid in self.exited or not ours:
                 return False
-            left = deadline - time.monotonic()
-            if left <= 0:
+            now = time.monotonic()
+            if now >= deadline:
                 return False
-            try:
-                select.select([self.wake_r], [], [], min(left, 0.05))
-            except InterruptedError:
-                pass
+            spins += 1
+            if spins < 200:
+                os.sched_yield()
+            else:
+                time.sleep(min(0.0005 if spins < 2200 else 0.005, deadline - now))
 
     def _kill_session(self, sid):
         s = self.sessions.pop(sid, None)
@@ -830,7 +878,7 @@ class Server:
                 got, st = os.waitpid(s.pid, os.WNOHANG)
             except ChildProcessError:
                 break
-            if got and not os.WIFSTOPPED(st):
+            if got and not os.WIFSTOPPED(st) and not os.WIFCONTINUED(st):
                 status = st
             elif time.monotonic() > end:
                 break
@@ -839,9 +887,21 @@ class Server:
         self.stopped.discard(s.pid)
         return status
 
-    def sweep(self):
-        """Kill every process in this PID namespace except us, PID 1 and the sessions."""
+    def _last_pid(self):
+        try:
+            return os.pread(self.last_pid_fd, 32, 0)
+        except OSError:
+            return None
+
+    def sweep(self, duration=None):
+        """Kill every process in this PID namespace except us, PID 1 and the sessions.
+
+        Skipped when no pid was allocated in the namespace since the last sweep (nothing new
+        can exist) and the call was too short to have wrapped the pid space."""
         if not self.pidns:
+            return
+        if (duration is not None and self.swept_at is not None and duration < self.pid_max * 1e-5
+                and self._last_pid() == self.swept_at):
             return
         keep = {1, self.my_pid}
         keep.update(s.pid for s in self.sessions.values())
@@ -864,6 +924,7 @@ class Server:
             self._collect()
         self._collect()
         self.stopped.intersection_update(s.pid for s in self.sessions.values())
+        self.swept_at = self._last_pid() if self.last_pid_fd >= 0 else None
 
     def _restop(self):
         """Between calls every session is stopped; one that another session continued
@@ -903,17 +964,56 @@ class Server:
         os.kill(s.pid, signal.SIGCONT)
 
     def _send(self, s, tag, fds, obj, deadline):
-        """Hand session ``s`` a call (tag + fds + frame) before ``deadline``: "sent", "timeout"
-        (it does not read) or "dead"."""
-        try:
-            s.sock.settimeout(max(0.01, deadline - time.monotonic()))
-            socket.send_fds(s.sock, [tag], fds)
-            s.sock.sendall(_frame(obj))
-            return "sent"
-        except socket.timeout:
-            return "timeout"
-        except OSError:
-            return "dead"
+        """Hand the stopped session ``s`` a call (tag + fds + frame) and continue it: "sent",
+        "timeout" (it does not read) or "dead". What fits in the socket buffer is written
+        before the SIGCONT, so the session wakes once, with its call already there."""
+        data = memoryview(_frame(obj))
+        first = True
+        woken = False
+        while first or data:
+            try:
+                if first:
+                    socket.send_fds(s.sock, [tag], fds)
+                    first = False
+                else:
+                    data = data[s.sock.send(data):]
+                continue
+            except (BlockingIOError, InterruptedError):
+                pass
+            except OSError:
+                return "dead"
+            if not woken:  # the rest needs the session reading
+                self._cont(s)
+                woken = True
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return "timeout"
+            select.select([], [s.sock], [], left)
+        if not woken:
+            self._cont(s)
+        return "sent"
+
+    def _ready(self, sid):
+        """The session ``sid``, stopped and able to take a call, or None if it died since its
+        last call (e.g. a sibling session killed it; a SIGKILLed stopped process is woken at
+        once, so a session still in state T has nothing fatal pending)."""
+        s = self.sessions.get(sid)
+        if s is None:
+            return None, None
+        info = s.stat()
+        if info is not None and info[0] == b"T" and s.pid in self.stopped:
+            return s, info
+        self._collect()
+        if s.pid not in self.exited and s.pid not in self.stopped:
+            try:
+                os.kill(s.pid, signal.SIGSTOP)
+            except OSError:
+                pass
+        self._wait_stopped(s.pid, time.monotonic() + 1.0)
+        info = s.stat()
+        if s.pid in self.stopped and info is not None and info[0] == b"T":
+            return s, info
+        return None, self._kill_session(sid)
 
     # ----- ops
     def op_new(self, req):
@@ -933,16 +1033,15 @@ class Server:
     def op_fork(self, req):
         """Fork session ``src`` into a new session ``sid`` with a copy of its globals."""
         src, sid = int(req["src"]), int(req["sid"])
-        s = self.sessions.get(src)
-        if s is None or s.pid in self.exited:
-            return {"error": "no session %d" % src, "agent": True}
         if sid in self.sessions:
             return {"error": "session %d exists" % sid}
+        s, _ = self._ready(src)
+        if s is None:
+            return {"error": "no session %d (it died)" % src, "agent": True}
         a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         rep_r, rep_w = os.pipe()
         deadline = time.monotonic() + 10
         try:
-            self._cont(s)
             sent = self._send(s, b"F", [b.fileno(), rep_w], {}, deadline)
             b.close()
             os.close(rep_w)
@@ -954,11 +1053,8 @@ class Server:
                 raise RuntimeError("bad fork reply")
             # the new session must be our own (re-parented) child, and stopped: only then does
             # the kernel report its stop to us
-            while pid not in self.stopped:
-                if time.monotonic() > deadline:
-                    raise RuntimeError("the forked session did not start")
-                select.select([self.wake_r], [], [], 0.01)
-                self._collect()
+            if not self._wait_stopped(pid, deadline):
+                raise RuntimeError("the forked session did not start")
         except Exception as e:  # noqa: BLE001 - the source session's state is the agent's
             a.close()
             os.close(rep_r)
@@ -982,26 +1078,20 @@ class Server:
         """
         sid = int(req["sid"])
         notes = []
-        self._collect()
-        s = self.sessions.get(sid)
-        if s is not None and s.pid in self.exited:  # killed between calls (e.g. by a sibling)
-            status = self._kill_session(sid)
-            notes.append("[sandbox] the session had died (%s) since the last call; a fresh one was started"
-                         % _status_text(status))
-            s = None
-        was_dead = bool(notes)
+        existed = sid in self.sessions
+        s, info = self._ready(sid)
+        died = s is None and existed
         if s is None:
-            s = self._spawn(sid)
-        return self._run_call(sid, s, req, notes, was_dead, retry=True)
-
-    def _run_call(self, sid, s, req, notes, was_dead, retry):
+            if died:
+                notes.append("[sandbox] the session had died (%s) since the last call; a fresh one was "
+                             "started" % _status_text(info))
+            s, info = self._spawn(sid), None
         timeout = float(req.get("timeout") or 10.0)
         t0 = time.monotonic()
         deadline = t0 + timeout
-        self._set_cpu_limit(s, req.get("cpu"))
+        self._set_cpu_limit(s, req.get("cpu"), info)
         output = _RunOutput(self.out_cap)
         rep_r, rep_w = os.pipe()
-        self._cont(s)
         sent = self._send(s, b"R", [output.out_w, output.err_w, rep_w], {"code": req["code"]}, deadline)
         output.close_write_ends()
         os.close(rep_w)
@@ -1014,25 +1104,16 @@ class Server:
         os.close(rep_r)
         output.drain()
         duration = time.monotonic() - t0
-        started = report_buf[:1] == _ACK
-        if outcome == "dead" and not started and retry:
-            # it died before it took the call (SIGKILLed while stopped, by a sibling session,
-            # and not reaped yet): the code never ran, so run it in a fresh session
-            status = self._kill_session(sid)
-            notes.append("[sandbox] the session had died (%s) since the last call; a fresh one was started"
-                         % _status_text(status))
-            self.sweep()
-            return self._run_call(sid, self._spawn(sid), req, notes, True, retry=False)
         report, status = None, None
         if outcome == "stopped":
-            report = _last_frame(report_buf[1:] if started else b"")
+            report = _last_frame(report_buf)
             info = s.stat()
             if report is None:
                 notes.append("[sandbox] the session stopped before its code finished; it was restarted")
                 outcome = "no-report"
-            elif info is not None and info[1] > 1:
+            elif info is not None and info[2] > 1:
                 notes.append("[sandbox] the code left %d thread(s) running; the session was restarted so "
-                             "that nothing of this run executes after it" % (info[1] - 1))
+                             "that nothing of this run executes after it" % (info[2] - 1))
                 outcome = "threads"
         elif outcome == "files":
             notes.append("[sandbox] the code created more files and directories than the limit (%d); the "
@@ -1045,11 +1126,10 @@ class Server:
         else:
             exit_code, kind, more = _classify(report, None if report is not None else status, interrupted, timeout)
             notes[:0] = more
-        self.sweep()
+        self.sweep(duration)
         if restart:
             self._spawn(sid)
             notes.append("[sandbox] a fresh session was started: variables from earlier calls are gone")
-        self.last_inodes = self._inodes()
         stderr = output.text(output.err_r)
         if notes:
             stderr = stderr + ("\n" if stderr and not stderr.endswith("\n") else "") + "\n".join(notes) + "\n"
@@ -1060,19 +1140,23 @@ class Server:
             "duration": duration,
             "truncated": output.truncated,
             "error_kind": kind,
-            "restarted": restart or was_dead,
+            "restarted": restart or died,
         }
 
-    def _set_cpu_limit(self, s, cpu):
+    def _set_cpu_limit(self, s, cpu, info):
         """The session's CPU backstop for this run, set from here (not by the session itself)
         and never lifted: soft RLIMIT_CPU = CPU used so far + ``cpu``."""
         if not cpu:
             return
         import resource
 
-        info = s.stat()
-        used = info[0] if info is not None else 0.0
+        if info is None:
+            info = s.stat()
+        used = info[1] if info is not None else 0.0
         soft = int(used + float(cpu)) + 1
+        if soft == s.cpu_soft:  # unchanged since the last call (whole seconds): nothing to do
+            return
+        s.cpu_soft = soft
         try:
             resource.prlimit(s.pid, resource.RLIMIT_CPU, (soft, resource.RLIM_INFINITY))
         except (ValueError, OSError):
@@ -1084,29 +1168,52 @@ class Server:
             except (ValueError, OSError):
                 pass
 
+    def _check_files(self, limit, duration):
+        """True when the box holds more files than ``limit``; checked at least every 5 ms of
+        run time (a short run cannot create many)."""
+        self.unchecked += duration
+        if self.unchecked < 0.005:
+            return False
+        self.unchecked = 0.0
+        self.last_inodes = self._inodes()
+        return self.last_inodes > limit
+
     def _pump(self, s, output, rep_r, report_buf, deadline):
-        """Read the run's output until the session stops (then ``_GRACE`` more seconds for the
-        pipes to reach EOF) or dies; enforce the wall clock and the box-wide file cap.
-        Returns ``(outcome, interrupted)``: outcome "stopped", "dead", "timeout" (killed after
-        the SIGINT grace) or "files"; ``interrupted`` says the wall clock ran out."""
+        """Read the run's output and report until the session stops (then ``_GRACE`` more
+        seconds for the pipes to reach EOF) or dies; enforce the wall clock and the box-wide
+        file cap. Returns ``(outcome, interrupted)``: outcome "stopped", "dead", "timeout"
+        (killed after the SIGINT grace) or "files"; ``interrupted``: the wall clock ran out."""
+        t0 = time.monotonic()
         interrupted_at = None
         stopped_at = None
+        reported = False  # a complete frame arrived on the report pipe: poll for the stop
+        spun = False
         rep_open = True
+        pidfd = [s.pidfd] if s.pidfd >= 0 else []
         # the cap bounds growth: a run that starts above it (files left by a killed run) may
         # clean up, but not add
         inode_limit = max(self.inode_base + self.inode_cap, self.last_inodes) if self.inode_cap else 0
-        next_poll = time.monotonic() + _POLL
+        next_poll = t0 + _POLL
+        next_stop_poll = t0 + 0.01  # a session may also stop without reporting (user code did)
         while True:
-            self._collect()
             now = time.monotonic()
             interrupted = interrupted_at is not None
             if s.pid in self.exited:
                 return ("timeout" if interrupted else "dead"), interrupted
-            if s.pid in self.stopped:
-                if stopped_at is None:
-                    stopped_at = now
-                    if inode_limit and self._inodes() > inode_limit:
+            if stopped_at is None and (reported or not pidfd or now >= next_stop_poll):
+                if reported and not spun:
+                    spun = True
+                    self._wait_stopped(s.pid, now + 0.0002)  # it stops right after reporting
+                else:
+                    self._poll(s.pid)
+                    next_stop_poll = now + 0.01
+                if s.pid in self.stopped:
+                    stopped_at = now = time.monotonic()
+                    if inode_limit and self._check_files(inode_limit, now - t0):
                         return "files", interrupted
+                elif s.pid in self.exited:
+                    continue
+            if stopped_at is not None:
                 if not output.open_fds or now >= stopped_at + _GRACE:
                     return "stopped", interrupted
             elif not interrupted and now >= deadline:
@@ -1118,7 +1225,8 @@ class Server:
             elif interrupted and now >= interrupted_at + _INT_GRACE:
                 return "timeout", True
             if inode_limit and now >= next_poll:
-                if self._inodes() > inode_limit:
+                self.unchecked = 1.0
+                if self._check_files(inode_limit, 0.0):
                     return "files", interrupted
                 next_poll = now + _POLL
             if stopped_at is not None:
@@ -1129,22 +1237,28 @@ class Server:
                 limit = deadline
             if inode_limit:
                 limit = min(limit, next_poll)
-            watch = list(output.open_fds) + [self.wake_r] + ([rep_r] if rep_open else [])
+            if stopped_at is None:  # poll for the stop
+                limit = min(limit, now + 0.001 if reported else next_stop_poll)
+            watch = output.open_fds + ([rep_r] if rep_open else []) + pidfd
             try:
                 ready, _, _ = select.select(watch, [], [], max(0.0, limit - now))
             except InterruptedError:
                 continue
             for fd in ready:
-                if fd == self.wake_r:
-                    continue  # drained by _collect
                 if fd == rep_r:
                     chunk = os.read(rep_r, 65536)
                     if not chunk or len(report_buf) + len(chunk) > _MAX_REPORT:
-                        rep_open = False
+                        rep_open = False  # closed, or flooded by user code: read later, once stopped
                     else:
                         report_buf += chunk
-                    continue
-                output.read(fd)
+                        reported = reported or _last_frame(report_buf) is not None
+                elif pidfd and fd == pidfd[0]:
+                    self._poll(s.pid)
+                    if s.pid not in self.exited:  # exited but not ours to reap? treat as dead
+                        self.exited[s.pid] = None
+                    pidfd = []
+                else:
+                    output.read(fd)
 
     def op_reset(self, req):
         """Kill every session, wipe the work dir and the scratch mounts back to their fresh
