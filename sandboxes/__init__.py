@@ -19,6 +19,8 @@ import sys
 from typing import Optional
 
 from .base import (
+    AGENT_ERROR_KINDS,
+    ERROR_KINDS,
     ExecResult,
     ResourceLimits,
     Sandbox,
@@ -31,7 +33,9 @@ from .base import (
 from .pool import SandboxPool
 
 __all__ = [
+    "AGENT_ERROR_KINDS",
     "BACKENDS",
+    "ERROR_KINDS",
     "ExecResult",
     "ResourceLimits",
     "Sandbox",

@@ -32,6 +32,8 @@ from typing import Any, ClassVar, Optional
 from rao_envs.errors import ConfigError, InfraError, RaoEnvsError
 
 __all__ = [
+    "AGENT_ERROR_KINDS",
+    "ERROR_KINDS",
     "ExecResult",
     "ResourceLimits",
     "Sandbox",
@@ -141,10 +143,13 @@ class ExecResult:
 
     ``exit`` is 0 on success, 1 for an uncaught exception, the ``SystemExit`` code, or
     ``-signal`` when the session process was killed. ``error_kind`` is ``None`` on success or
-    one of ``"exception"`` (the code raised), ``"memory"`` (MemoryError / memory limit),
-    ``"timeout"`` (wall or CPU limit), ``"crashed"`` (the session process died; it was
-    restarted, earlier variables are gone) or ``"infra"`` (the sandbox itself failed).
-    ``truncated`` is True when stdout or stderr hit the output cap.
+    one of ``"exception"`` (the code raised, did not compile or was not valid text),
+    ``"memory"`` (MemoryError / memory limit / the kernel's OOM killer), ``"timeout"`` (wall
+    or CPU limit), ``"crashed"`` (the session process died or had to be killed; it was
+    restarted, earlier variables are gone) — all four are the code's own failures
+    (:data:`AGENT_ERROR_KINDS`) — or ``"infra"`` (the sandbox itself failed, not the code).
+    ``truncated`` is True when stdout or stderr hit the output cap; ``restarted`` when the
+    session (or, after ``"memory"`` took the box down, the whole box) starts fresh.
     """
 
     stdout: str = ""

@@ -12,12 +12,13 @@ Trust boundary (issue 10; see the README's "trust boundary" and reference/sandbo
   descendant sends to its namespace's init), non-dumpable (no ``ptrace``, ``/proc/1/fd``,
   ``/proc/1/mem``), and every session runs under a seccomp filter (built here by hand, no
   libseccomp) that refuses ``ptrace``, ``process_vm_*``, ``pidfd_*``, ``kcmp``, ``io_uring``,
-  signals / ``prlimit`` / scheduling changes aimed at this process, and the kernel objects a
-  reset could not wipe or the limits could not count (SysV IPC, POSIX message queues,
-  keyrings, ``memfd``, extended attributes);
+  mount and namespace calls, signals aimed at this process, ``prlimit`` and scheduling changes
+  aimed at any other process, and the kernel objects a reset could not wipe or the limits
+  could not count (SysV IPC, POSIX message queues, keyrings, ``memfd``, extended attributes);
 * a session is *stopped* (SIGSTOP) whenever it is not running a call: a run is over only when
   the kernel says the session stopped itself (a frame written by user code cannot end it), a
-  session left with extra threads is replaced, and nothing of a run executes after its reply;
+  session left with extra threads is replaced, its timers are cancelled, a session another
+  one continued is stopped again, and nothing of a run executes after its reply;
 * each call hands the session fresh pipes (stdout, stderr, report); this process never reads
   a channel a session could have written to before the call, so stale or forged frames go
   nowhere;
@@ -27,7 +28,8 @@ Trust boundary (issue 10; see the README's "trust boundary" and reference/sandbo
 * frames are pure-ASCII JSON (lone surrogates travel escaped), decoded strictly; a bad
   request gets an error reply, never a dead worker.
 
-Only the standard library is used, and the file must stay importable on Python 3.8+.
+Only the standard library is used, and the file must stay importable on Python 3.9+
+(``socket.send_fds``); ``os.pidfd_open`` is used where present.
 """
 
 import builtins
@@ -399,10 +401,6 @@ def _session_setup(sock, cfg, hardening):
     import resource
 
     os.setsid()
-    try:
-        signal.set_wakeup_fd(-1)
-    except (ValueError, OSError):
-        pass
     keep = sock.fileno()
     os.closerange(3, keep)
     os.closerange(keep + 1, 1 << 20)
@@ -511,7 +509,6 @@ def _session_run(req, out_w, err_w, globs, my_pid, devnull):
     import io
     import traceback
 
-    _reap_children()
     os.dup2(out_w, 1)
     os.dup2(err_w, 2)
     os.close(out_w)
@@ -897,10 +894,11 @@ class Server:
         """Kill every process in this PID namespace except us, PID 1 and the sessions.
 
         Skipped when no pid was allocated in the namespace since the last sweep (nothing new
-        can exist) and the call was too short to have wrapped the pid space."""
+        can exist) and the call was too short to have wrapped the pid space (a pid cannot be
+        allocated in under a microsecond)."""
         if not self.pidns:
             return
-        if (duration is not None and self.swept_at is not None and duration < self.pid_max * 1e-5
+        if (duration is not None and self.swept_at is not None and duration < self.pid_max * 1e-6
                 and self._last_pid() == self.swept_at):
             return
         keep = {1, self.my_pid}
