@@ -27,6 +27,7 @@ from .base import (
     SandboxConfigError,
     SandboxError,
     SandboxInfraError,
+    SandboxRefused,
     SandboxUnavailable,
     Session,
 )
@@ -43,6 +44,7 @@ __all__ = [
     "SandboxError",
     "SandboxInfraError",
     "SandboxPool",
+    "SandboxRefused",
     "SandboxUnavailable",
     "Session",
     "available_backends",

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar, Optional
 
 # the engine's error classes, so a task tool can re-raise our errors unchanged
-from rao_envs.errors import ConfigError, InfraError, RaoEnvsError
+from rao_envs.errors import ConfigError, InfraError, RaoEnvsError, ToolError
 
 __all__ = [
     "AGENT_ERROR_KINDS",
@@ -40,6 +40,7 @@ __all__ = [
     "Session",
     "SandboxError",
     "SandboxInfraError",
+    "SandboxRefused",
     "SandboxUnavailable",
     "SandboxConfigError",
 ]
@@ -62,6 +63,16 @@ class SandboxUnavailable(SandboxError, RaoEnvsError):
 
 class SandboxConfigError(SandboxError, ConfigError):
     """Bad arguments to :func:`make_sandbox` or a backend (unknown limit, wrong type)."""
+
+
+class SandboxRefused(SandboxError, ToolError):
+    """A file or session request that the code in the box made impossible: ``get_file`` of a
+    missing file, a FIFO, a symlink or hard link, a file over the limit; ``put_file`` over one;
+    ``fork`` of a session the code broke.
+
+    Subclasses ``rao_envs.errors.ToolError``: raised from a task tool it becomes the agent's
+    feedback (an agent failure), never an ``infra_error`` node.
+    """
 
 
 class SandboxInfraError(SandboxError, InfraError):
@@ -664,25 +675,31 @@ class Sandbox:
             return False
 
     def put_file(self, path: str, data: bytes) -> None:
-        """Write ``data`` to ``path`` under the work dir (written by the worker, no symlinks)."""
+        """Write ``data`` to ``path`` under the work dir (written by the worker, no symlinks).
+        Raises :class:`SandboxRefused` when what the code left there prevents it (a FIFO, a
+        symlink, a hard link, a full disk)."""
         if isinstance(data, str):
             data = data.encode()
         try:
             reply = self._request({"op": "put", "path": str(path), "data": base64.b64encode(data).decode()}, 30.0)
         except WorkerDied as e:
             raise SandboxInfraError(f"put_file failed: {e}") from None
+        except ValueError as e:  # over the request limit
+            raise SandboxError(f"put_file({path!r}) failed: {e}") from None
         if not reply.get("ok"):
-            raise SandboxError(f"put_file({path!r}) failed: {reply.get('error')}")
+            raise SandboxRefused(f"put_file({path!r}) failed: {reply.get('error')}")
 
     def get_file(self, path: str, limit: int = 16 * 1024 * 1024) -> bytes:
-        """Read a file from the work dir. Symlinks (any component), ``..`` and hard-linked files
-        are refused, so a snippet cannot trick the host into reading host files."""
+        """Read a file from the work dir. Symlinks (any component), ``..``, hard-linked files and
+        anything but a plain file (a FIFO cannot stall the read) are refused, so a snippet
+        cannot trick the host into reading host files; refusals and missing files raise
+        :class:`SandboxRefused` (the code's doing: agent feedback inside a task tool)."""
         try:
             reply = self._request({"op": "get", "path": str(path), "limit": int(limit)}, 30.0)
         except WorkerDied as e:
             raise SandboxInfraError(f"get_file failed: {e}") from None
         if not reply.get("ok"):
-            raise SandboxError(f"get_file({path!r}) refused: {reply.get('error')}")
+            raise SandboxRefused(f"get_file({path!r}) refused: {reply.get('error')}")
         return base64.b64decode(reply["data"])
 
     def __repr__(self) -> str:
@@ -722,7 +739,7 @@ class Session:
     def fork(self) -> "Session":
         """A new session in the same box whose globals are a copy of this one's (``os.fork``).
 
-        Raises :class:`SandboxError` if the session's own state prevents the fork (its code
+        Raises :class:`SandboxRefused` if the session's own state prevents the fork (its code
         broke the session), :class:`SandboxInfraError` if the sandbox failed."""
         if self.stale and self.sid != 0:
             raise SandboxError("this session belongs to an earlier episode (the sandbox was reset)")
@@ -733,7 +750,7 @@ class Session:
             raise SandboxInfraError(f"fork failed: {e}") from None
         if not reply.get("ok"):
             if reply.get("agent"):
-                raise SandboxError(f"fork failed: {reply.get('error')}")
+                raise SandboxRefused(f"fork failed: {reply.get('error')}")
             raise SandboxInfraError(f"fork failed: {reply.get('error')}")
         return Session(self.sandbox, sid)
 
