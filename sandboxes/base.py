@@ -133,6 +133,14 @@ class ResourceLimits:
             mb = min(mb, cap_mb)
         return int(max(1, mb) * 1024 * 1024)
 
+    def box_memory_bytes(self) -> int:
+        """The box-wide memory cgroup: ``memory_mb`` twice (sessions are forks of a shared
+        interpreter) plus 128 MiB for the interpreters, plus every tmpfs byte (the work dir,
+        ``/tmp`` and ``/dev/shm`` are RAM charged to the same cgroup), so files alone cannot
+        starve the fork-server."""
+        mb = (self.memory_mb or 1024) * 2 + 128
+        return int(mb * 1024 * 1024) + self.disk_bytes() + 2 * self.disk_bytes(64)
+
     def file_count(self) -> int:
         """Files and directories the box's tmpfs mounts may hold together: 1024 per MiB of disk."""
         return int(max(1, self.disk_mb or 64) * 1024)

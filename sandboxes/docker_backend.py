@@ -214,7 +214,7 @@ class DockerSandbox(Sandbox):
         gid = self.user.split(":")[1] if ":" in self.user else uid
         # Podman ignores tmpfs mode=; its "U" option chowns the tmpfs to the container user
         owner_opt = "U" if podman else f"uid={uid},gid={gid},mode=0700"
-        box_mem = int((lim.memory_mb or 1024) * 2 + 128) * 1024 * 1024
+        box_mem = lim.box_memory_bytes()
         kwargs: dict = dict(
             command=[self.python, "-I", "-S", "-c", worker_source(), json.dumps(config)],
             stdin_open=True, tty=False, detach=True,

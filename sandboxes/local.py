@@ -276,8 +276,7 @@ class LocalSandbox(Sandbox):
         want = self.use_cgroups
         if want or (want is None and os.geteuid() == 0):
             lim = self.limits
-            box_mem = int((lim.memory_mb or 1024) * 2 + 128) * 1024 * 1024
-            cg = _Cgroup(f"rao_sbx_{os.getpid()}_{id(self):x}", box_mem, (lim.processes or 64) + 32)
+            cg = _Cgroup(f"rao_sbx_{os.getpid()}_{id(self):x}", lim.box_memory_bytes(), (lim.processes or 64) + 32)
             if cg.fds:
                 self._cgroup = cg
                 self._oom_seen = cg.oom_kills()

@@ -896,3 +896,18 @@ def test_sibling_sessions_cannot_run_each_other_between_calls(isolated):
     r = other.run("print('ran'); 'v' in globals()")
     assert r.stdout == "ran\nFalse\n" and r.restarted and not r.is_infra, r
     _alive(isolated)
+
+
+def test_files_cannot_starve_the_fork_server():
+    """tmpfs pages are charged to the box's memory cgroup (as root): a work dir filled to
+    ``disk_mb`` must leave room for the interpreters, so new sessions still start."""
+    sb = build("local", memory_mb=64, disk_mb=256, file_size_mb=300, timeout=30)
+    with sb:
+        r = sb.run("with open('big', 'wb') as f:\n    for _ in range(250):\n        f.write(b'x' * 1024**2)")
+        assert r.ok, r
+        for _ in range(3):
+            s = sb.session()
+            assert s.run("x = bytearray(20 * 1024**2); len(x)").stdout == str(20 * 1024**2) + "\n"
+            s.close()
+        assert not sb.run("print(1)").is_infra
+        _alive(sb)
