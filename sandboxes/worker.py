@@ -626,13 +626,12 @@ def _is_zombie(pid):
 
 
 class _Session:
-    __slots__ = ("pid", "sock", "statfd", "pidfd", "cpu_soft")
+    __slots__ = ("pid", "sock", "statfd", "pidfd")
 
     def __init__(self, pid, sock):
         self.pid = pid
         self.sock = sock
         sock.setblocking(False)
-        self.cpu_soft = None  # the soft RLIMIT_CPU we last set
         try:
             self.statfd = os.open("/proc/%d/stat" % pid, os.O_RDONLY | os.O_CLOEXEC)
         except OSError:
@@ -1153,10 +1152,7 @@ class Server:
         if info is None:
             info = s.stat()
         used = info[1] if info is not None else 0.0
-        soft = int(used + float(cpu)) + 1
-        if soft == s.cpu_soft:  # unchanged since the last call (whole seconds): nothing to do
-            return
-        s.cpu_soft = soft
+        soft = int(used + float(cpu)) + 1  # set every call: the code may have raised its own
         try:
             resource.prlimit(s.pid, resource.RLIMIT_CPU, (soft, resource.RLIM_INFINITY))
         except (ValueError, OSError):

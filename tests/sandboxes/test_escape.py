@@ -911,3 +911,23 @@ def test_files_cannot_starve_the_fork_server():
             s.close()
         assert not sb.run("print(1)").is_infra
         _alive(sb)
+
+
+@pytest.mark.parametrize("backend_name", [p for p in BACKENDS])
+def test_cpu_limit_holds_on_every_call(backend_name):
+    """``cpu_seconds`` is set by the fork-server before each call (not by the session, not
+    lifted after): a spin is stopped by it on the first call and on later ones, even after
+    the code raised its own soft limit."""
+    sb = build(backend_name, cpu_seconds=1, timeout=20)
+    with sb:
+        for code in ("while True: pass",
+                     "import resource\nresource.setrlimit(resource.RLIMIT_CPU, (resource.RLIM_INFINITY,"
+                     " resource.getrlimit(resource.RLIMIT_CPU)[1]))\nx = 1",
+                     "while True: pass"):
+            t0 = time.monotonic()
+            r = sb.run(code)
+            if code.startswith("while"):
+                assert r.error_kind == "timeout" and time.monotonic() - t0 < 8, r
+            else:
+                assert r.ok, r
+        _alive(sb)
