@@ -453,10 +453,11 @@ def _session_loop(sock, cfg, globs, devnull):
     chld = _quiet_children()
     os.kill(my_pid, signal.SIGSTOP)  # between calls nothing of ours runs
     while True:
-        try:
-            signal.signal(signal.SIGCHLD, chld if chld is not None else signal.SIG_DFL)
-        except (ValueError, OSError, TypeError):
-            pass
+        if chld is not None:
+            try:
+                signal.signal(signal.SIGCHLD, chld)
+            except (ValueError, OSError, TypeError):
+                pass
         try:
             msg, fds, _, _ = socket.recv_fds(sock, 1, 4, flags)
         except (OSError, EOFError):
@@ -489,21 +490,24 @@ def _quiet_children():
     whatever this call left running after we stop, and with SIGCHLD ignored the kernel reaps
     those at once (a stopped parent cannot), so no zombie counts against the process limit.
     Returns the disposition to restore."""
-    _reap_children()
+    if not _reap_children():
+        return None  # no child at all: nothing can turn into a zombie, leave SIGCHLD alone
     try:
-        return signal.signal(signal.SIGCHLD, signal.SIG_IGN)
+        prev = signal.signal(signal.SIGCHLD, signal.SIG_IGN)
     except (ValueError, OSError, TypeError):
-        return signal.SIG_DFL
+        return None
+    return prev if prev is not None else signal.SIG_DFL  # None: set outside Python
 
 
 def _reap_children():
+    """Reap finished children; True if some child (running) is left."""
     while True:
         try:
             pid, _ = os.waitpid(-1, os.WNOHANG)
         except ChildProcessError:
-            return
+            return False
         if pid == 0:
-            return
+            return True
 
 
 def _session_run(req, out_w, err_w, globs, my_pid, devnull):
