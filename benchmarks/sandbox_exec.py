@@ -186,8 +186,10 @@ def main() -> int:
     if warm:
         p50 = statistics.median(warm[0]) * 1e3
         tput = next(t for n, _, t, _ in rows if n == "local warm session")
+        vs_fresh = ref_fresh / (p50 / 1e3) if ref_fresh else 0.0
         print(f"targets: local warm p50 <= 3 ms: {'met' if p50 <= 3 else 'MISSED'} ({p50:.2f} ms); "
               f">= 800 exec/s: {'met' if tput >= 800 else 'MISSED'} ({tput:.0f}); "
+              f">= 15x faster than a fresh python: {'met' if vs_fresh >= 15 else 'MISSED'} ({vs_fresh:.1f}x); "
               + (f">= 25x faster than exec_run: {'met' if ref_exec / (p50 / 1e3) >= 25 else 'MISSED'} "
                  f"({ref_exec / (p50 / 1e3):.0f}x)" if ref_exec else "exec_run not measured"))
     return 0

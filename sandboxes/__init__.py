@@ -19,19 +19,24 @@ import sys
 from typing import Optional
 
 from .base import (
+    AGENT_ERROR_KINDS,
+    ERROR_KINDS,
     ExecResult,
     ResourceLimits,
     Sandbox,
     SandboxConfigError,
     SandboxError,
     SandboxInfraError,
+    SandboxRefused,
     SandboxUnavailable,
     Session,
 )
 from .pool import SandboxPool
 
 __all__ = [
+    "AGENT_ERROR_KINDS",
     "BACKENDS",
+    "ERROR_KINDS",
     "ExecResult",
     "ResourceLimits",
     "Sandbox",
@@ -39,6 +44,7 @@ __all__ = [
     "SandboxError",
     "SandboxInfraError",
     "SandboxPool",
+    "SandboxRefused",
     "SandboxUnavailable",
     "Session",
     "available_backends",

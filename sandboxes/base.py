@@ -5,9 +5,10 @@ process group) running the fork-server of :mod:`rao_envs.sandboxes.worker`. Insi
 REPL *session* is a process forked from that pre-imported interpreter; its globals survive
 between :meth:`Session.run` calls. ``Sandbox.run`` uses the box's default session.
 
-Infrastructure failures never raise out of :meth:`Sandbox.run`: they come back as
-``ExecResult(error_kind="infra")`` (call :meth:`ExecResult.raise_for_infra` inside a task tool
-to hand them to the engine, DESIGN §1.8). Only set-up problems a user must fix raise
+Nothing user code does makes :meth:`Sandbox.run` raise: the code's own failures come back
+typed (``error_kind`` ``"exception"``, ``"memory"``, ``"timeout"``, ``"crashed"``), and only a
+failure of the sandbox itself is ``"infra"`` (call :meth:`ExecResult.raise_for_infra` inside a
+task tool to hand it to the engine, DESIGN §1.8). Only set-up problems a user must fix raise
 (:class:`SandboxUnavailable`).
 """
 
@@ -22,29 +23,33 @@ import select
 import signal
 import struct
 import subprocess
-import tempfile
 import threading
 import time
 from dataclasses import dataclass
 from typing import Any, ClassVar, Optional
 
 # the engine's error classes, so a task tool can re-raise our errors unchanged
-from rao_envs.errors import ConfigError, InfraError, RaoEnvsError
+from rao_envs.errors import ConfigError, InfraError, RaoEnvsError, ToolError
 
 __all__ = [
+    "AGENT_ERROR_KINDS",
+    "ERROR_KINDS",
     "ExecResult",
     "ResourceLimits",
     "Sandbox",
     "Session",
     "SandboxError",
     "SandboxInfraError",
+    "SandboxRefused",
     "SandboxUnavailable",
     "SandboxConfigError",
 ]
 
 _HDR = struct.Struct(">I")
 _MAX_REPLY = 64 * 1024 * 1024
+_MAX_REQUEST = 64 * 1024 * 1024  # the worker's frame limit (code, put_file data)
 ERROR_KINDS = (None, "exception", "memory", "timeout", "crashed", "infra")
+AGENT_ERROR_KINDS = ("exception", "memory", "timeout", "crashed")  # the code's fault: train on them
 
 
 # --------------------------------------------------------------------------- errors
@@ -58,6 +63,16 @@ class SandboxUnavailable(SandboxError, RaoEnvsError):
 
 class SandboxConfigError(SandboxError, ConfigError):
     """Bad arguments to :func:`make_sandbox` or a backend (unknown limit, wrong type)."""
+
+
+class SandboxRefused(SandboxError, ToolError):
+    """A file or session request that the code in the box made impossible: ``get_file`` of a
+    missing file, a FIFO, a symlink or hard link, a file over the limit; ``put_file`` over one;
+    ``fork`` of a session the code broke.
+
+    Subclasses ``rao_envs.errors.ToolError``: raised from a task tool it becomes the agent's
+    feedback (an agent failure), never an ``infra_error`` node.
+    """
 
 
 class SandboxInfraError(SandboxError, InfraError):
@@ -82,6 +97,10 @@ class ResourceLimits:
     limit; ``processes`` the process/thread count; ``file_size_mb`` the largest file a snippet
     may write; ``disk_mb`` the size of the work dir (tmpfs where the backend has one);
     ``output_bytes`` the cap on each of stdout and stderr per run.
+
+    Where the backend has tmpfs mounts (``local``, ``docker``), ``/tmp`` and ``/dev/shm`` are
+    each capped at ``min(disk_mb, 64)`` MiB and all of them together at ``disk_mb * 1024``
+    files and directories; ``/dev`` is read-only.
     """
 
     timeout: float = 10.0
@@ -107,6 +126,25 @@ class ResourceLimits:
             raise SandboxConfigError(f"sandbox limit timeout={lim.timeout!r} must be > 0 seconds")
         return lim
 
+    def disk_bytes(self, cap_mb: Optional[float] = None) -> int:
+        """The work dir's size in bytes (``disk_mb``, 64 MiB when 0), at most ``cap_mb``."""
+        mb = self.disk_mb or 64
+        if cap_mb is not None:
+            mb = min(mb, cap_mb)
+        return int(max(1, mb) * 1024 * 1024)
+
+    def box_memory_bytes(self) -> int:
+        """The box-wide memory cgroup: ``memory_mb`` twice (sessions are forks of a shared
+        interpreter) plus 128 MiB for the interpreters, plus every tmpfs byte (the work dir,
+        ``/tmp`` and ``/dev/shm`` are RAM charged to the same cgroup), so files alone cannot
+        starve the fork-server."""
+        mb = (self.memory_mb or 1024) * 2 + 128
+        return int(mb * 1024 * 1024) + self.disk_bytes() + 2 * self.disk_bytes(64)
+
+    def file_count(self) -> int:
+        """Files and directories the box's tmpfs mounts may hold together: 1024 per MiB of disk."""
+        return int(max(1, self.disk_mb or 64) * 1024)
+
     def worker_config(self) -> dict:
         """The limits in the form the in-sandbox worker applies (bytes, counts)."""
         return {
@@ -124,10 +162,13 @@ class ExecResult:
 
     ``exit`` is 0 on success, 1 for an uncaught exception, the ``SystemExit`` code, or
     ``-signal`` when the session process was killed. ``error_kind`` is ``None`` on success or
-    one of ``"exception"`` (the code raised), ``"memory"`` (MemoryError / memory limit),
-    ``"timeout"`` (wall or CPU limit), ``"crashed"`` (the session process died; it was
-    restarted, earlier variables are gone) or ``"infra"`` (the sandbox itself failed).
-    ``truncated`` is True when stdout or stderr hit the output cap.
+    one of ``"exception"`` (the code raised, did not compile or was not valid text),
+    ``"memory"`` (MemoryError / memory limit / the kernel's OOM killer), ``"timeout"`` (wall
+    or CPU limit), ``"crashed"`` (the session process died or had to be killed; it was
+    restarted, earlier variables are gone) — all four are the code's own failures
+    (:data:`AGENT_ERROR_KINDS`) — or ``"infra"`` (the sandbox itself failed, not the code).
+    ``truncated`` is True when stdout or stderr hit the output cap; ``restarted`` when the
+    session (or, after ``"memory"`` took the box down, the whole box) starts fresh.
     """
 
     stdout: str = ""
@@ -175,7 +216,15 @@ class ExecResult:
 
 # --------------------------------------------------------------------------- host <-> worker channel
 class WorkerDied(Exception):
-    """The worker process closed its channel, timed out or sent garbage (internal)."""
+    """The worker process closed its channel, timed out or sent garbage (internal).
+
+    ``agent`` is an agent error kind (e.g. ``"memory"``) when the backend can tell that user
+    code brought the box down (the kernel's OOM killer), else None (an infrastructure failure).
+    """
+
+    def __init__(self, message: str, agent: Optional[str] = None):
+        super().__init__(message)
+        self.agent = agent
 
 
 class Transport:
@@ -229,14 +278,35 @@ class Transport:
 
 
 class PipeTransport(Transport):
-    """Channel over a subprocess's stdin/stdout pipes; its stderr goes to an unlinked temp file."""
+    """Channel over a subprocess's stdin/stdout pipes. Its stderr is a third pipe, drained into
+    a small ring buffer while we wait for replies (no host file sits behind any of the box's
+    fds, and a chatty worker can neither fill a disk nor block on a full pipe for long)."""
 
-    def __init__(self, proc: subprocess.Popen, errfile):
+    _KEEP = 4096
+
+    def __init__(self, proc: subprocess.Popen, errfile=None):
         self.proc = proc
-        self.errfile = errfile
         self.wfd = proc.stdin.fileno()
         self.rfd = proc.stdout.fileno()
+        self.efd = proc.stderr.fileno() if proc.stderr is not None else -1
+        self.err = bytearray()
         os.set_blocking(self.wfd, False)
+        if self.efd >= 0:
+            os.set_blocking(self.efd, False)
+
+    def _drain_err(self) -> None:
+        while self.efd >= 0:
+            try:
+                chunk = os.read(self.efd, 65536)
+            except BlockingIOError:
+                return
+            except OSError:
+                chunk = b""
+            if not chunk:
+                self.efd = -1
+                return
+            self.err += chunk
+            del self.err[:-self._KEEP]
 
     def _writable(self) -> int:
         """The worker's stdin pipe (non-blocking)."""
@@ -253,8 +323,10 @@ class PipeTransport(Transport):
             left = deadline - time.monotonic()
             if left <= 0:
                 raise WorkerDied("timed out waiting for the worker's reply")
-            r, _, _ = select.select([self.rfd], [], [], left)
-            if not r:
+            r, _, _ = select.select([self.rfd] + ([self.efd] if self.efd >= 0 else []), [], [], left)
+            if self.efd in r:
+                self._drain_err()
+            if self.rfd not in r:
                 continue
             chunk = os.read(self.rfd, n - len(buf))
             if not chunk:
@@ -264,21 +336,18 @@ class PipeTransport(Transport):
 
     def close(self) -> None:
         """Close our ends of the pipes."""
-        for f in (self.proc.stdin, self.proc.stdout):
+        for f in (self.proc.stdin, self.proc.stdout, self.proc.stderr):
             try:
-                f.close()
+                if f is not None:
+                    f.close()
             except OSError:
                 pass
+        self.efd = -1
 
     def diagnostics(self) -> str:
         """Last 2 KiB the worker (or bwrap) wrote to stderr."""
-        try:
-            self.errfile.seek(0, os.SEEK_END)
-            size = self.errfile.tell()
-            self.errfile.seek(max(0, size - 2048))
-            return self.errfile.read().decode("utf-8", "replace").strip()
-        except (OSError, ValueError):
-            return ""
+        self._drain_err()
+        return self.err[-2048:].decode("utf-8", "replace").strip()
 
 
 def worker_source() -> str:
@@ -327,6 +396,8 @@ class Sandbox:
         self._session_pids: list = []  # last reported session pids (as the worker sees them)
         self.worker_pid: Optional[int] = None  # pid of the fork-server as the worker sees it
         self.python_version: Optional[str] = None
+        self.seccomp: Optional[bool] = None  # whether sessions run under the worker's seccomp filter
+        self._epoch = 0  # bumped by start() and reset(): Session handles of earlier episodes go stale
         self.default = Session(self, 0)
 
     # ----- backend hooks
@@ -346,13 +417,32 @@ class Sandbox:
         """Kill the fork-server process from the host (used by crash-recovery tests)."""
         raise NotImplementedError
 
+    def _agent_cause(self) -> Optional[str]:
+        """Called when the box or a session died: an agent error kind if the backend can tell
+        user code caused it (e.g. ``"memory"``: the box's cgroup saw an OOM kill), else None."""
+        return None
+
     # ----- lifecycle
+    # the worker's hardening: "require" (refuse to start without it), True (best effort), False
+    seccomp_mode: ClassVar[Any] = True
+
+    def _scratch(self) -> list:
+        """Writable tmpfs mounts of the box besides the work dir (wiped by reset, file-capped)."""
+        return []
+
     def _config(self) -> dict:
+        scratch = self._scratch()
         return {
             "limits": self.limits.worker_config(),
             "pidns": self.pid_namespace,
             "workdir": self._workdir(),
             "preload": list(self.preload),
+            "seccomp": self.seccomp_mode,
+            "scratch": scratch,
+            # files + directories in all tmpfs mounts together: inodes cost kernel memory that
+            # no size= counts, so they get their own cap, 1 per KiB of disk_mb (the kernel's
+            # own accounting unit for unlimited tmpfs inodes)
+            "inode_cap": self.limits.file_count() if scratch else 0,
         }
 
     def start(self) -> "Sandbox":
@@ -371,6 +461,7 @@ class Sandbox:
                     raise WorkerDied(f"unexpected greeting {hello!r}")
                 self.worker_pid = hello.get("pid")
                 self.python_version = hello.get("python")
+                self.seccomp = hello.get("seccomp")
                 reply = self._call({"op": "new", "sid": 0}, deadline)
                 if not reply.get("ok"):
                     raise WorkerDied(str(reply))
@@ -382,6 +473,7 @@ class Sandbox:
                 ) from None
             self._started = True
             self._sids = itertools.count(1)
+            self._epoch += 1
             self.default = Session(self, 0)
             return self
 
@@ -428,7 +520,7 @@ class Sandbox:
         if n > _MAX_REPLY:
             raise WorkerDied(f"worker sent an oversized frame ({n} bytes)")
         try:
-            obj = json.loads(self._transport.recv_exact(n, deadline).decode("utf-8", "surrogatepass"))
+            obj = json.loads(self._transport.recv_exact(n, deadline).decode("ascii"))
         except ValueError as e:
             raise WorkerDied(f"worker sent a malformed frame ({e})") from None
         if not isinstance(obj, dict):
@@ -438,7 +530,9 @@ class Sandbox:
     def _call(self, req: dict, deadline: float) -> dict:
         if self._transport is None:
             raise WorkerDied("the sandbox is not running")
-        body = json.dumps(req, ensure_ascii=False).encode("utf-8", "surrogatepass")
+        body = json.dumps(req).encode("ascii")  # pure ASCII: lone surrogates travel escaped
+        if len(body) > _MAX_REQUEST:
+            raise ValueError(f"request of {len(body)} bytes is over the {_MAX_REQUEST}-byte limit")
         self._transport.send(_HDR.pack(len(body)) + body, deadline)
         reply = self._recv(deadline)
         spids = reply.pop("spids", None)
@@ -460,8 +554,15 @@ class Sandbox:
                 return self._call(req, time.monotonic() + timeout)
             except WorkerDied as e:
                 diag = self._transport.diagnostics() if self._transport else ""
+                try:
+                    cause = self._agent_cause()
+                except Exception:  # noqa: BLE001 - a diagnosis must not turn into a crash
+                    cause = None
                 self._broken = str(e) + (f"; worker stderr: {diag}" if diag else "")
                 self._kill()
+                if cause is not None:  # user code took the box down: a fresh one on the next call
+                    msg, self._broken = self._broken, None
+                    raise WorkerDied(msg, agent=cause) from None
                 raise WorkerDied(self._broken) from None
 
     def _run(self, sid: int, code: str, timeout: Optional[float]) -> ExecResult:
@@ -483,17 +584,41 @@ class Sandbox:
             # worker budget: the wall limit, the SIGINT grace, the sweep and a margin
             reply = self._request(req, timeout + 5.0)
         except WorkerDied as e:
+            if e.agent is not None:
+                return ExecResult(stderr=f"[sandbox] the code brought the whole sandbox down ({e.agent}); "
+                                         "a fresh sandbox starts with the next call, all state is gone\n",
+                                  exit=-9, duration=time.monotonic() - t0, error_kind=e.agent, restarted=True)
             return ExecResult.infra(str(e), time.monotonic() - t0)
+        except ValueError as e:  # e.g. a program over the request limit: the code's problem
+            return ExecResult(stderr=f"[sandbox] {e}\n", exit=1, error_kind="exception")
         if "error" in reply:
             return ExecResult.infra(str(reply["error"]), time.monotonic() - t0)
+        try:
+            return self._result(reply, t0)
+        except Exception as e:  # noqa: BLE001 - run() never raises; a malformed reply is ours
+            return ExecResult.infra(f"malformed reply from the worker ({type(e).__name__}: {e})",
+                                    time.monotonic() - t0)
+
+    def _result(self, reply: dict, t0: float) -> ExecResult:
         kind = reply.get("error_kind")
+        if kind not in ERROR_KINDS or kind == "infra":
+            kind = "exception"
+        exit_code = reply.get("exit", 0)
+        if not isinstance(exit_code, int):
+            raise ValueError(f"exit {exit_code!r}")
+        stdout, stderr = reply.get("stdout", ""), reply.get("stderr", "")
+        if not isinstance(stdout, str) or not isinstance(stderr, str):
+            raise ValueError("stdout/stderr not text")
+        if kind == "crashed" and exit_code == -9 and self._agent_cause() == "memory":
+            kind = "memory"  # the box's cgroup OOM-killed the session
+            stderr += "[sandbox] the session was killed for running out of memory\n"
         return ExecResult(
-            stdout=str(reply.get("stdout", "")),
-            stderr=str(reply.get("stderr", "")),
-            exit=int(reply.get("exit", 0)),
+            stdout=stdout,
+            stderr=stderr,
+            exit=exit_code,
             duration=float(reply.get("duration", time.monotonic() - t0)),
             truncated=bool(reply.get("truncated", False)),
-            error_kind=kind if kind in ERROR_KINDS else "exception",
+            error_kind=kind,
             restarted=bool(reply.get("restarted", False)),
         )
 
@@ -528,15 +653,27 @@ class Sandbox:
         return self.default.fork()
 
     def reset(self) -> None:
-        """Kill every session, empty the work dir and open a fresh default session."""
-        try:
-            self._request({"op": "reset"}, 10.0)
-            reply = self._request({"op": "new", "sid": 0}, 10.0)
-        except WorkerDied as e:
-            raise SandboxInfraError(f"reset failed: {e}") from None
-        if not reply.get("ok"):
-            raise SandboxInfraError(f"reset failed: {reply.get('error')}")
-        self.default = Session(self, 0)
+        """Make the box indistinguishable from a fresh one for the next episode: kill every
+        session and process, wipe the work dir, ``/tmp`` and ``/dev/shm``, open a fresh default
+        session. A box that cannot be wiped clean (or has died) is replaced by a new one.
+        Session handles from before the reset go stale. Raises :class:`SandboxInfraError` only
+        if no box can be started."""
+        with self._lock:
+            clean = False
+            if self.alive:
+                try:
+                    reply = self._request({"op": "reset"}, 30.0)
+                    clean = bool(reply.get("ok")) and reply.get("clean") is True
+                except WorkerDied:
+                    clean = False
+            if clean:
+                self._epoch += 1
+                self._sids = itertools.count(1)
+                self.default = Session(self, 0)
+                return
+            self._kill()  # replace the box: a brand-new one is fresh by construction
+            self._broken = None
+            self.start()
 
     def ping(self, timeout: float = 5.0) -> bool:
         """True if the worker answers within ``timeout`` seconds."""
@@ -546,25 +683,31 @@ class Sandbox:
             return False
 
     def put_file(self, path: str, data: bytes) -> None:
-        """Write ``data`` to ``path`` under the work dir (written by the worker, no symlinks)."""
+        """Write ``data`` to ``path`` under the work dir (written by the worker, no symlinks).
+        Raises :class:`SandboxRefused` when what the code left there prevents it (a FIFO, a
+        symlink, a hard link, a full disk)."""
         if isinstance(data, str):
             data = data.encode()
         try:
             reply = self._request({"op": "put", "path": str(path), "data": base64.b64encode(data).decode()}, 30.0)
         except WorkerDied as e:
             raise SandboxInfraError(f"put_file failed: {e}") from None
+        except ValueError as e:  # over the request limit
+            raise SandboxError(f"put_file({path!r}) failed: {e}") from None
         if not reply.get("ok"):
-            raise SandboxError(f"put_file({path!r}) failed: {reply.get('error')}")
+            raise SandboxRefused(f"put_file({path!r}) failed: {reply.get('error')}")
 
     def get_file(self, path: str, limit: int = 16 * 1024 * 1024) -> bytes:
-        """Read a file from the work dir. Symlinks (any component), ``..`` and hard-linked files
-        are refused, so a snippet cannot trick the host into reading host files."""
+        """Read a file from the work dir. Symlinks (any component), ``..``, hard-linked files and
+        anything but a plain file (a FIFO cannot stall the read) are refused, so a snippet
+        cannot trick the host into reading host files; refusals and missing files raise
+        :class:`SandboxRefused` (the code's doing: agent feedback inside a task tool)."""
         try:
             reply = self._request({"op": "get", "path": str(path), "limit": int(limit)}, 30.0)
         except WorkerDied as e:
             raise SandboxInfraError(f"get_file failed: {e}") from None
         if not reply.get("ok"):
-            raise SandboxError(f"get_file({path!r}) refused: {reply.get('error')}")
+            raise SandboxRefused(f"get_file({path!r}) refused: {reply.get('error')}")
         return base64.b64decode(reply["data"])
 
     def __repr__(self) -> str:
@@ -579,11 +722,20 @@ class Session:
         self.sandbox = sandbox
         self.sid = sid
         self.closed = False
+        self.epoch = sandbox._epoch
+
+    @property
+    def stale(self) -> bool:
+        """True once the sandbox was reset or restarted: this handle belongs to an earlier episode."""
+        return self.epoch != self.sandbox._epoch
 
     def run(self, code: str, timeout: Optional[float] = None) -> ExecResult:
         """Run ``code`` in this session (see :meth:`Sandbox.run`)."""
         if self.closed:
             return ExecResult(stderr="[sandbox] this session is closed\n", exit=1, error_kind="exception")
+        if self.stale and self.sid != 0:
+            return ExecResult(stderr="[sandbox] this session belongs to an earlier episode (the sandbox was "
+                                     "reset)\n", exit=1, error_kind="exception")
         return self.sandbox._run(self.sid, code, timeout)
 
     async def arun(self, code: str, timeout: Optional[float] = None) -> ExecResult:
@@ -593,13 +745,20 @@ class Session:
         return await asyncio.to_thread(self.run, code, timeout)
 
     def fork(self) -> "Session":
-        """A new session in the same box whose globals are a copy of this one's (``os.fork``)."""
+        """A new session in the same box whose globals are a copy of this one's (``os.fork``).
+
+        Raises :class:`SandboxRefused` if the session's own state prevents the fork (its code
+        broke the session), :class:`SandboxInfraError` if the sandbox failed."""
+        if self.stale and self.sid != 0:
+            raise SandboxError("this session belongs to an earlier episode (the sandbox was reset)")
         sid = next(self.sandbox._sids)
         try:
             reply = self.sandbox._request({"op": "fork", "src": self.sid, "sid": sid}, 15.0)
         except WorkerDied as e:
             raise SandboxInfraError(f"fork failed: {e}") from None
         if not reply.get("ok"):
+            if reply.get("agent"):
+                raise SandboxRefused(f"fork failed: {reply.get('error')}")
             raise SandboxInfraError(f"fork failed: {reply.get('error')}")
         return Session(self.sandbox, sid)
 
@@ -628,16 +787,11 @@ class Session:
 # --------------------------------------------------------------------------- helpers for backends
 def spawn_worker(argv: list, *, env: Optional[dict] = None, cwd: Optional[str] = None,
                  preexec_fn=None, **popen_kw: Any) -> PipeTransport:
-    """Start ``argv`` with pipes on stdin/stdout and stderr in an unlinked temp file."""
-    errfile = tempfile.TemporaryFile()
-    try:
-        proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=errfile,
-                                env=env if env is not None else {}, cwd=cwd, close_fds=True,
-                                start_new_session=True, preexec_fn=preexec_fn, **popen_kw)
-    except OSError:
-        errfile.close()
-        raise
-    return PipeTransport(proc, errfile)
+    """Start ``argv`` with pipes on stdin, stdout and stderr (no file behind any of them)."""
+    proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            env=env if env is not None else {}, cwd=cwd, close_fds=True,
+                            start_new_session=True, preexec_fn=preexec_fn, **popen_kw)
+    return PipeTransport(proc)
 
 
 def kill_process_group(proc: Optional[subprocess.Popen], wait: float = 5.0) -> None:

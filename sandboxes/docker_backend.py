@@ -5,9 +5,12 @@ and the host talks to it over the attached stdin/stdout stream, so each call is 
 trip rather than an ``exec_run`` (~90 ms on Podman). Works against Docker and against Podman's
 Docker-compatible socket (``podman system service``; set ``DOCKER_HOST``).
 
-Container options: ``network_mode="none"``, ``read_only=True``, a size-capped tmpfs ``/work``
-owned by the sandbox user, ``mem_limit`` = ``memswap_limit``, ``pids_limit``, ``nano_cpus``,
-``cap_drop=["ALL"]``, ``no-new-privileges``, a non-root user, ``init=True``; labels
+Container options: ``network_mode="none"``, ``read_only=True``, size-capped tmpfs ``/work``
+(owned by the sandbox user) and ``/tmp``, ``shm_size``, ``mem_limit`` =
+``memswap_limit``, ``pids_limit``, ``nano_cpus``, ``cap_drop=["ALL"]``, ``no-new-privileges``, a
+non-root user; no ``init``: the fork-server itself is the container's PID 1 (it reaps orphans),
+so no init process holds the attached stream and the kernel shields it from user code's
+signals; labels
 ``rao_envs.sandbox=1`` and ``rao_envs.owner=<host>:<pid>``; containers of dead owners are reaped
 when the first sandbox of a process starts, and ``remove(force=True)`` runs in ``stop``.
 
@@ -167,6 +170,10 @@ class DockerSandbox(Sandbox):
 
     backend = "docker"
     pid_namespace = True
+    seccomp_mode = "require"
+
+    def _scratch(self) -> list:
+        return ["/work", "/tmp", "/dev/shm"]
 
     def __init__(self, limits: Optional[ResourceLimits] = None, *, image: Optional[str] = None,
                  python: str = "/usr/bin/python3", user: str = "65534:65534", cpus: float = 1.0,
@@ -202,19 +209,23 @@ class DockerSandbox(Sandbox):
         except Exception:  # noqa: BLE001
             podman = False
         disk = int(lim.disk_mb or 64)
+        tmp_mb = max(1, min(disk, 64))
         uid = self.user.split(":")[0]
         gid = self.user.split(":")[1] if ":" in self.user else uid
         # Podman ignores tmpfs mode=; its "U" option chowns the tmpfs to the container user
         owner_opt = "U" if podman else f"uid={uid},gid={gid},mode=0700"
-        box_mem = int((lim.memory_mb or 1024) * 2 + 128) * 1024 * 1024
+        box_mem = lim.box_memory_bytes()
         kwargs: dict = dict(
             command=[self.python, "-I", "-S", "-c", worker_source(), json.dumps(config)],
             stdin_open=True, tty=False, detach=True,
             network_mode="none", read_only=True,
-            tmpfs={"/work": f"rw,nosuid,nodev,size={disk}m,{owner_opt}", "/tmp": "rw,nosuid,nodev,size=16m,mode=1777"},
+            # (no nr_inodes=: Podman 4 refuses it; the worker caps files + directories itself)
+            tmpfs={"/work": f"rw,nosuid,nodev,size={disk}m,{owner_opt}",
+                   "/tmp": f"rw,nosuid,nodev,size={tmp_mb}m,mode=1777"},
+            shm_size=f"{tmp_mb}m",
             mem_limit=box_mem, memswap_limit=box_mem,
             pids_limit=int((lim.processes or 64) + 16), nano_cpus=int(self.cpus * 1e9),
-            cap_drop=["ALL"], security_opt=["no-new-privileges"], user=self.user, init=True,
+            cap_drop=["ALL"], security_opt=["no-new-privileges"], user=self.user,
             working_dir="/work", hostname="sandbox",
             environment={"PATH": "/usr/bin:/bin", "HOME": "/work", "LANG": "C.UTF-8", "PYTHONDONTWRITEBYTECODE": "1"},
             labels={LABEL: "1", OWNER_LABEL: _owner_id()},

@@ -7,9 +7,13 @@ Invocation (traps from reference/sandbox_search.md §3.3 handled here):
   ``RLIMIT_NPROC``); each box gets its own uid from a high range;
 * namespaces: user, pid, net, ipc, uts, mount (``--unshare-all``), nested user namespaces
   disabled, all capabilities dropped, new terminal session, ``--die-with-parent``;
+* the fork-server is PID 1 of the box (``--as-pid-1``): no bwrap init holds the host's pipes,
+  and the kernel drops every signal user code sends to its namespace's init;
 * filesystem: only ``/usr`` (plus the ``/lib``, ``/bin`` symlinks), the interpreter's prefix if
-  it lives elsewhere, a fresh ``/proc`` and ``/dev``, a size-capped tmpfs ``/tmp`` and ``/work``;
-  nothing from ``/etc``, ``/home``, ``/root`` or the project checkout;
+  it lives elsewhere, a fresh ``/proc``, a read-only ``/dev`` with a size-capped ``/dev/shm``,
+  size-capped tmpfs ``/tmp`` and ``/work``; nothing from ``/etc``, ``/home``, ``/root`` or the
+  project checkout;
+* host channel: stdin/stdout/stderr are pipes (no host file behind any fd of the box);
 * limits: rlimits per session (worker), and when the host is root with writable cgroup v1
   ``memory`` and ``pids`` controllers, a per-box cgroup on top.
 """
@@ -136,6 +140,19 @@ class _Cgroup:
             except OSError:
                 pass
 
+    def oom_kills(self) -> int:
+        """How many processes the kernel's OOM killer took in this box's memory cgroup."""
+        for d in self.dirs:
+            if "/memory/" in d:
+                try:
+                    with open(os.path.join(d, "memory.oom_control")) as f:
+                        for line in f:
+                            if line.startswith("oom_kill "):
+                                return int(line.split()[1])
+                except (OSError, ValueError):
+                    return 0
+        return 0
+
     def remove(self) -> None:
         """Close fds and remove the (now empty) cgroup dirs; never raises."""
         for fd in self.fds:
@@ -176,6 +193,7 @@ class LocalSandbox(Sandbox):
 
     backend = "local"
     pid_namespace = True
+    seccomp_mode = "require"
 
     def __init__(self, limits: Optional[ResourceLimits] = None, *, python: Optional[str] = None,
                  cgroups: Optional[bool] = None, extra_ro_binds: tuple = (), **kw):
@@ -186,6 +204,21 @@ class LocalSandbox(Sandbox):
         self.uid: Optional[int] = None
         self._proc: Optional[subprocess.Popen] = None
         self._cgroup: Optional[_Cgroup] = None
+        self._oom_seen = 0
+
+    def _scratch(self) -> list:
+        return ["/work", "/tmp", "/dev/shm"]
+
+    def _agent_cause(self) -> Optional[str]:
+        """"memory" when the box's memory cgroup OOM-killed something since we last looked."""
+        cg = self._cgroup
+        if cg is None:
+            return None
+        n = cg.oom_kills()
+        if n > self._oom_seen:
+            self._oom_seen = n
+            return "memory"
+        return None
 
     @staticmethod
     def check_available() -> None:
@@ -207,12 +240,12 @@ class LocalSandbox(Sandbox):
             if shutil.which("setpriv"):
                 argv += ["setpriv", f"--reuid={self.uid}", f"--regid={self.uid}", "--clear-groups",
                          "--inh-caps=-all", "--bounding-set=-all"]
-        tmp_bytes = str(int(max(1, min(lim.disk_mb or 64, 64)) * 1024 * 1024))
-        work_bytes = str(int(max(1, lim.disk_mb or 64) * 1024 * 1024))
+        tmp_bytes = str(lim.disk_bytes(64))
+        work_bytes = str(lim.disk_bytes())
         argv += [
             shutil.which("bwrap") or "bwrap",
             "--unshare-all", "--unshare-user", "--disable-userns", "--die-with-parent",
-            "--new-session", "--cap-drop", "ALL",
+            "--new-session", "--cap-drop", "ALL", "--as-pid-1",
             "--ro-bind", "/usr", "/usr",
             "--symlink", "usr/lib", "/lib", "--symlink", "usr/lib64", "/lib64",
             "--symlink", "usr/bin", "/bin", "--symlink", "usr/sbin", "/sbin",
@@ -222,6 +255,7 @@ class LocalSandbox(Sandbox):
                 argv += ["--ro-bind", b, b]
         argv += [
             "--proc", "/proc", "--dev", "/dev",
+            "--size", tmp_bytes, "--perms", "1777", "--tmpfs", "/dev/shm", "--remount-ro", "/dev",
             "--size", tmp_bytes, "--perms", "0700", "--tmpfs", "/tmp",
             "--size", work_bytes, "--perms", "0700", "--tmpfs", "/work",
             "--remount-ro", "/",
@@ -242,10 +276,10 @@ class LocalSandbox(Sandbox):
         want = self.use_cgroups
         if want or (want is None and os.geteuid() == 0):
             lim = self.limits
-            box_mem = int((lim.memory_mb or 1024) * 2 + 128) * 1024 * 1024
-            cg = _Cgroup(f"rao_sbx_{os.getpid()}_{id(self):x}", box_mem, (lim.processes or 64) + 32)
+            cg = _Cgroup(f"rao_sbx_{os.getpid()}_{id(self):x}", lim.box_memory_bytes(), (lim.processes or 64) + 32)
             if cg.fds:
                 self._cgroup = cg
+                self._oom_seen = cg.oom_kills()
                 preexec = cg.join
             else:
                 cg.remove()

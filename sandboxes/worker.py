@@ -5,17 +5,31 @@ JSON frames on fds 0/1 with the host. It imports a few modules once, then forks 
 per REPL *session*; a session keeps its globals between ``run`` calls. All user code runs in
 session processes, never in this one.
 
-Design notes (see reference/sandbox_search.md, traps 3-5):
+Trust boundary (issue 10; see the README's "trust boundary" and reference/sandbox_search.md):
 
-* this process calls ``prctl(PR_SET_DUMPABLE, 0)`` so snippets cannot ptrace it or read its
-  memory, and ``PR_SET_CHILD_SUBREAPER`` so orphans of sessions are reaped here;
-* the reply to the host is written only by this process; session processes are untrusted:
-  every frame they send is size-capped and read with a deadline;
-* after each run, when the box has its own PID namespace, every process except this one and
-  the live sessions is SIGKILLed (setsid/double-fork daemons included);
-* files are read and written with ``O_NOFOLLOW`` on every path component.
+* this process is the only holder of the host channel, and it is out of user code's reach: it
+  is PID 1 of the box's PID namespace where there is one (the kernel drops every signal a
+  descendant sends to its namespace's init), non-dumpable (no ``ptrace``, ``/proc/1/fd``,
+  ``/proc/1/mem``), and every session runs under a seccomp filter (built here by hand, no
+  libseccomp) that refuses ``ptrace``, ``process_vm_*``, ``pidfd_*``, ``kcmp``, ``io_uring``,
+  mount and namespace calls, signals aimed at this process, ``prlimit`` and scheduling changes
+  aimed at any other process, and the kernel objects a reset could not wipe or the limits
+  could not count (SysV IPC, POSIX message queues, keyrings, ``memfd``, extended attributes);
+* a session is *stopped* (SIGSTOP) whenever it is not running a call: a run is over only when
+  the kernel says the session stopped itself (a frame written by user code cannot end it), a
+  session left with extra threads is replaced, its timers are cancelled, a session another
+  one continued is stopped again, and nothing of a run executes after its reply;
+* each call hands the session fresh pipes (stdout, stderr, report); this process never reads
+  a channel a session could have written to before the call, so stale or forged frames go
+  nowhere;
+* after each call every process except this one and the (stopped) sessions is SIGKILLed;
+* files are read and written with ``O_NOFOLLOW`` on every component, ``O_NONBLOCK`` and an
+  ``fstat`` check before any I/O (a FIFO cannot stall this process);
+* frames are pure-ASCII JSON (lone surrogates travel escaped), decoded strictly; a bad
+  request gets an error reply, never a dead worker.
 
-Only the standard library is used, and the file must stay importable on Python 3.8+.
+Only the standard library is used, and the file must stay importable on Python 3.9+
+(``socket.send_fds``); ``os.pidfd_open`` is used where present.
 """
 
 import builtins
@@ -24,15 +38,21 @@ import os
 import select
 import signal
 import socket
+import stat
 import struct
 import sys
 import time
 
 _HDR = struct.Struct(">I")
 _MAX_HOST_FRAME = 64 * 1024 * 1024
-_MAX_SESSION_FRAME = 64 * 1024
-_GRACE = 0.05  # seconds to wait for the output pipes after the session reported done
+_MAX_REPORT = 64 * 1024
+_GRACE = 0.05  # seconds to wait for the output pipes after the session stopped
 _INT_GRACE = 0.5  # seconds between SIGINT and SIGKILL on a wall-clock timeout
+_POLL = 0.05  # seconds between checks of the box-wide limits during a run
+_SPAWN_TIMEOUT = 10.0
+
+# exit codes of a session that could not set itself up (reported by op "new")
+_SETUP_ERRORS = {5: "could not install the seccomp filter", 6: "could not drop privileges (prctl)"}
 
 
 # --------------------------------------------------------------------------- framing
@@ -53,11 +73,20 @@ def _read_exact(fd, n, deadline=None):
     return bytes(buf)
 
 
-def _read_frame(fd, limit, deadline=None):
+def _read_body(fd, limit, deadline=None):
     (n,) = _HDR.unpack(_read_exact(fd, 4, deadline))
     if n > limit:
-        raise ValueError("frame too large: %d bytes" % n)
-    return json.loads(_read_exact(fd, n, deadline).decode("utf-8"))
+        raise OverflowError("frame too large: %d bytes" % n)
+    return _read_exact(fd, n, deadline)
+
+
+def _decode(body):
+    """Strict: frames are ASCII JSON (json.dumps' default escapes everything else)."""
+    return json.loads(body.decode("ascii"))
+
+
+def _read_frame(fd, limit, deadline=None):
+    return _decode(_read_body(fd, limit, deadline))
 
 
 def _write_all(fd, data):
@@ -68,13 +97,205 @@ def _write_all(fd, data):
 
 
 def _frame(obj):
-    body = json.dumps(obj, ensure_ascii=False).encode("utf-8", "surrogatepass")
+    body = json.dumps(obj).encode("ascii")
     return _HDR.pack(len(body)) + body
+
+
+def _last_frame(buf):
+    """The last well-formed dict frame in ``buf`` (a session may have written several), or None."""
+    found, i = None, 0
+    while i + 4 <= len(buf):
+        (n,) = _HDR.unpack(bytes(buf[i:i + 4]))
+        if i + 4 + n > len(buf):
+            break
+        try:
+            obj = _decode(bytes(buf[i + 4:i + 4 + n]))
+            if isinstance(obj, dict):
+                found = obj
+        except ValueError:
+            pass
+        i += 4 + n
+    return found
+
+
+# --------------------------------------------------------------------------- seccomp (classic BPF by hand)
+# Syscall numbers, taken from the kernel headers (x86_64: asm/unistd_64.h; aarch64: the
+# asm-generic table) and checked against them; setxattrat (463, Linux 6.13+, newer than those
+# headers) was checked on a 6.18 kernel, where it set an xattr.
+_NR = {
+    "x86_64": dict(
+        ptrace=101, process_vm_readv=310, process_vm_writev=311, kcmp=312, pidfd_open=434, pidfd_getfd=438,
+        pidfd_send_signal=424, process_madvise=440, process_mrelease=448, unshare=272, setns=308, mount=165,
+        umount2=166, pivot_root=155, chroot=161, open_tree=428, move_mount=429, fsopen=430, fsconfig=431,
+        fsmount=432, fspick=433, mount_setattr=442, name_to_handle_at=303, open_by_handle_at=304,
+        perf_event_open=298, bpf=321, userfaultfd=323, keyctl=250, add_key=248, request_key=249,
+        fanotify_init=300, acct=163, swapon=167, swapoff=168, reboot=169, kexec_load=246, kexec_file_load=320,
+        init_module=175, finit_module=313, delete_module=176, quotactl=179, io_uring_setup=425,
+        io_uring_enter=426, io_uring_register=427, memfd_create=319, memfd_secret=447, shmget=29, shmat=30,
+        shmctl=31, shmdt=67, semget=64, semop=65, semctl=66, semtimedop=220, msgget=68, msgsnd=69, msgrcv=70,
+        msgctl=71, mq_open=240, mq_unlink=241, mq_timedsend=242, mq_timedreceive=243, mq_notify=244,
+        mq_getsetattr=245, setxattr=188, lsetxattr=189, fsetxattr=190, setxattrat=463, kill=62, tkill=200,
+        tgkill=234, rt_sigqueueinfo=129, rt_tgsigqueueinfo=297, prlimit64=302, setpriority=141,
+        sched_setscheduler=144, sched_setparam=142, sched_setattr=314, ioprio_set=251, migrate_pages=256,
+        move_pages=279),
+    "aarch64": dict(
+        ptrace=117, process_vm_readv=270, process_vm_writev=271, kcmp=272, pidfd_open=434, pidfd_getfd=438,
+        pidfd_send_signal=424, process_madvise=440, process_mrelease=448, unshare=97, setns=268, mount=40,
+        umount2=39, pivot_root=41, chroot=51, open_tree=428, move_mount=429, fsopen=430, fsconfig=431,
+        fsmount=432, fspick=433, mount_setattr=442, name_to_handle_at=264, open_by_handle_at=265,
+        perf_event_open=241, bpf=280, userfaultfd=282, keyctl=219, add_key=217, request_key=218,
+        fanotify_init=262, acct=89, swapon=224, swapoff=225, reboot=142, kexec_load=104, kexec_file_load=294,
+        init_module=105, finit_module=273, delete_module=106, quotactl=60, io_uring_setup=425,
+        io_uring_enter=426, io_uring_register=427, memfd_create=279, memfd_secret=447, shmget=194, shmat=196,
+        shmctl=195, shmdt=197, semget=190, semop=193, semctl=191, semtimedop=192, msgget=186, msgsnd=189,
+        msgrcv=188, msgctl=187, mq_open=180, mq_unlink=181, mq_timedsend=182, mq_timedreceive=183,
+        mq_notify=184, mq_getsetattr=185, setxattr=5, lsetxattr=6, fsetxattr=7, setxattrat=463, kill=129,
+        tkill=130, tgkill=131, rt_sigqueueinfo=138, rt_tgsigqueueinfo=240, prlimit64=261, setpriority=140,
+        sched_setscheduler=119, sched_setparam=118, sched_setattr=274, ioprio_set=30, migrate_pages=238,
+        move_pages=239),
+}
+_AUDIT_ARCH = {"x86_64": 0xC000003E, "aarch64": 0xC00000B7}
+_EPERM, _ENOSYS, _ENOTSUP = 1, 38, 95
+# reach into other processes, namespaces, mounts, the kernel: refused
+_DENY_EPERM = (
+    "ptrace process_vm_readv process_vm_writev kcmp pidfd_open pidfd_getfd pidfd_send_signal process_madvise "
+    "process_mrelease unshare setns mount umount2 pivot_root chroot open_tree move_mount fsopen fsconfig fsmount "
+    "fspick mount_setattr name_to_handle_at open_by_handle_at perf_event_open bpf userfaultfd keyctl add_key "
+    "request_key fanotify_init acct swapon swapoff reboot kexec_load kexec_file_load init_module finit_module "
+    "delete_module quotactl").split()
+# kernel objects outside every limit (memfd: no address space; SysV / mqueue / keys: survive
+# their processes, so a reset could not wipe them; io_uring: bypasses this filter): absent
+_DENY_ENOSYS = (
+    "io_uring_setup io_uring_enter io_uring_register memfd_create memfd_secret shmget shmat shmctl shmdt semget "
+    "semop semctl semtimedop msgget msgsnd msgrcv msgctl mq_open mq_unlink mq_timedsend mq_timedreceive "
+    "mq_notify mq_getsetattr").split()
+# tmpfs user xattrs are neither bounded by size= nor wiped with the directory they sit on
+_DENY_ENOTSUP = "setxattr lsetxattr fsetxattr setxattrat".split()
+
+_LD_ABS, _JA, _JEQ, _JGE, _RET = 0x20, 0x05, 0x15, 0x35, 0x06
+_ALLOW = 0x7FFF0000
+
+
+def _errno(e):
+    return 0x00050000 | e
+
+
+def _ins(code, k, jt=0, jf=0):
+    return struct.pack("=HBBI", code, jt, jf, k & 0xFFFFFFFF)
+
+
+def _arg(i):
+    return 16 + 8 * i  # low 32 bits of seccomp_data.args[i] (little-endian); int arguments live there
+
+
+def _bpf_tree(items):
+    """Dispatch on the syscall number (in A) by binary search: a handful of comparisons per
+    syscall instead of one per listed number. ``items``: sorted ``(nr, block)``, every block
+    ending in a RET; numbers not listed are allowed."""
+    if len(items) <= 4:
+        out = []
+        for nr, block in items:
+            out.append(_ins(_JEQ, nr, 0, len(block)))
+            out.extend(block)
+        return out + [_ins(_RET, _ALLOW)]
+    mid = len(items) // 2
+    left, right = _bpf_tree(items[:mid]), _bpf_tree(items[mid:])
+    # A >= items[mid]: take the JA over the left half; else skip the JA
+    return [_ins(_JGE, items[mid][0], 0, 1), _ins(_JA, len(left))] + left + right
+
+
+def _seccomp_program(worker_pid, worker_pgid, pidns, machine=None):
+    """The session filter as bytes of ``struct sock_filter``, or (None, reason) on an unknown arch."""
+    machine = machine or os.uname().machine
+    nr = _NR.get(machine)
+    if nr is None:
+        return None, "no seccomp table for %s" % machine
+    prog = [_ins(_LD_ABS, 4), _ins(_JEQ, _AUDIT_ARCH[machine], 1, 0), _ins(_RET, _errno(_ENOSYS)),
+            _ins(_LD_ABS, 0)]
+    if machine == "x86_64":  # the x32 ABI (nr | 0x40000000) would dodge every number below
+        prog += [_ins(_JGE, 0x40000000, 0, 1), _ins(_RET, _errno(_ENOSYS))]
+    rules = {}
+    for names, err in ((_DENY_EPERM, _EPERM), (_DENY_ENOSYS, _ENOSYS), (_DENY_ENOTSUP, _ENOTSUP)):
+        for name in names:
+            rules[nr[name]] = [_ins(_RET, _errno(err))]
+
+    def self_only(*args):  # every listed int argument must be 0 (this process / its own group)
+        block = []
+        for i, a in enumerate(args):
+            left = 2 * (len(args) - i - 1)  # instructions of the checks still to come
+            block += [_ins(_LD_ABS, _arg(a)), _ins(_JEQ, 0, 0, left + 1)]  # not 0: to the EPERM
+        return block + [_ins(_RET, _ALLOW), _ins(_RET, _errno(_EPERM))]
+
+    def not_worker(arg):  # signals: never at the fork-server (nor, unisolated, at everyone)
+        bad = {worker_pid}
+        if worker_pgid > 1:
+            bad.add(-worker_pgid)
+        if not pidns:
+            bad.add(-1)
+        block = [_ins(_LD_ABS, _arg(arg))]
+        for v in sorted(bad):
+            block += [_ins(_JEQ, v, 0, 1), _ins(_RET, _errno(_EPERM))]
+        return block + [_ins(_RET, _ALLOW)]
+
+    for name in ("kill", "tkill", "tgkill", "rt_sigqueueinfo", "rt_tgsigqueueinfo"):
+        rules[nr[name]] = not_worker(0)
+    for name in ("prlimit64", "sched_setscheduler", "sched_setparam", "sched_setattr", "migrate_pages",
+                 "move_pages"):
+        rules[nr[name]] = self_only(0)
+    rules[nr["setpriority"]] = self_only(0, 1)  # PRIO_PROCESS (0) of itself (0) only
+    prio = self_only(1)  # ioprio_set(IOPRIO_WHO_PROCESS=1, 0, ...) only
+    rules[nr["ioprio_set"]] = [_ins(_LD_ABS, _arg(0)), _ins(_JEQ, 1, 0, len(prio))] + prio + [
+        _ins(_RET, _errno(_EPERM))]
+    prog += _bpf_tree(sorted(rules.items()))
+    return b"".join(prog), None
+
+
+class _Hardening:
+    """prctl/seccomp through ctypes, prepared once in the fork-server and used in each session."""
+
+    def __init__(self, cfg):
+        self.error = None
+        self.seccomp = False
+        self.libc = None
+        import ctypes
+
+        self.ctypes = ctypes
+        self.libc = ctypes.CDLL(None, use_errno=True)
+        want = cfg.get("seccomp", True)
+        if not want:
+            return
+        prog, why = _seccomp_program(os.getpid(), os.getpgid(0), bool(cfg.get("pidns")))
+        if prog is None:
+            if want == "require":
+                self.error = why
+            return
+
+        class SockFprog(ctypes.Structure):
+            _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_void_p)]
+
+        self._buf = ctypes.create_string_buffer(prog, len(prog))
+        self._fprog = SockFprog(len(prog) // 8, ctypes.cast(self._buf, ctypes.c_void_p))
+        self.seccomp = True
+
+    def prctl(self, *args):
+        return self.libc.prctl(*[int(a) for a in args] + [0] * (5 - len(args)))
+
+    def lock_session(self):
+        """In a fresh session, before any user code: no new privileges, then the filter.
+        Returns an exit code from ``_SETUP_ERRORS`` on failure, else 0."""
+        if self.prctl(38, 1) != 0:  # PR_SET_NO_NEW_PRIVS
+            return 6
+        if self.seccomp:
+            ctypes = self.ctypes
+            if self.libc.prctl(22, 2, ctypes.byref(self._fprog), 0, 0) != 0:  # PR_SET_SECCOMP, FILTER
+                return 5
+        return 0
 
 
 # --------------------------------------------------------------------------- files
 def _open_beneath(root, rel, flags, mode=0o644):
-    """Open ``rel`` under ``root`` refusing symlinks in every component and ``..``."""
+    """Open ``rel`` under ``root``: no symlink in any component, no ``..``, no FIFO/device/socket
+    (opened ``O_NONBLOCK`` and checked with ``fstat`` before any I/O), single-link files only."""
     parts = [p for p in rel.replace("\\", "/").split("/") if p not in ("", ".")]
     if not parts or any(p == ".." for p in parts):
         raise PermissionError("path must stay inside the work dir: %r" % rel)
@@ -89,16 +310,80 @@ def _open_beneath(root, rel, flags, mode=0o644):
             nfd = os.open(p, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dfd)
             os.close(dfd)
             dfd = nfd
-        fd = os.open(parts[-1], flags | os.O_NOFOLLOW | os.O_CLOEXEC, mode, dir_fd=dfd)
+        try:
+            fd = os.open(parts[-1], flags | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK, mode, dir_fd=dfd)
+        except OSError as e:
+            if e.errno == 6:  # ENXIO: a FIFO without a reader, or a socket
+                raise PermissionError("not a plain single-link file: %r" % rel) from None
+            raise
     finally:
         os.close(dfd)
     st = os.fstat(fd)
-    import stat as _stat
-
-    if not _stat.S_ISREG(st.st_mode) or st.st_nlink > 1:
+    if not stat.S_ISREG(st.st_mode) or st.st_nlink > 1:
         os.close(fd)
         raise PermissionError("not a plain single-link file: %r" % rel)
+    os.set_blocking(fd, True)
     return fd
+
+
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+def _wipe_tree(root):
+    """Delete everything below ``root``, whatever its depth, width or permissions: iterative,
+    two directory fds at a time, every directory entered once. Returns the failures."""
+    failures = 0
+    try:
+        cur = os.open(root, _DIR_FLAGS)
+    except OSError:
+        return 1
+    stack = []  # per level: (name of the dir we are in, its non-empty subdirs still to do)
+    entered = None
+    try:
+        while True:
+            subdirs = []
+            try:
+                with os.scandir(cur) as it:
+                    entries = [(e.name, e.is_dir(follow_symlinks=False)) for e in it]
+            except OSError:
+                entries, failures = [], failures + 1
+            for name, is_dir in entries:
+                try:
+                    if not is_dir:
+                        os.unlink(name, dir_fd=cur)
+                        continue
+                    try:
+                        os.rmdir(name, dir_fd=cur)
+                    except OSError:
+                        subdirs.append(name)
+                except OSError:
+                    failures += 1
+            stack.append((entered, subdirs))
+            while True:
+                name_here, todo = stack[-1]
+                if todo:
+                    name = todo.pop()
+                    try:
+                        os.chmod(name, 0o700, dir_fd=cur)
+                        nfd = os.open(name, _DIR_FLAGS, dir_fd=cur)
+                    except OSError:
+                        failures += 1
+                        continue
+                    os.close(cur)
+                    cur, entered = nfd, name
+                    break
+                stack.pop()
+                if not stack:
+                    return failures
+                parent = os.open("..", _DIR_FLAGS, dir_fd=cur)
+                os.close(cur)
+                cur = parent
+                try:
+                    os.rmdir(name_here, dir_fd=cur)
+                except OSError:
+                    failures += 1
+    finally:
+        os.close(cur)
 
 
 # --------------------------------------------------------------------------- session side
@@ -110,48 +395,71 @@ def _on_xcpu(signum, frame):
     raise _CpuLimit("CPU time limit exceeded")
 
 
-def _session_main(sock, cfg, globs=None):
-    """Loop of one REPL session process: receive code, run it, report back."""
+def _session_setup(sock, cfg, hardening):
+    """In a freshly forked session, before any user code: own session, no inherited fds,
+    limits, seccomp, default signals; then the loop. Never returns."""
     import resource
 
     os.setsid()
-    my_pid = os.getpid()
+    keep = sock.fileno()
+    top = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    top = 1 << 20 if top == resource.RLIM_INFINITY or top > 1 << 20 else top  # close_range is O(1) anyway
+    os.closerange(3, keep)
+    os.closerange(keep + 1, top)
+    devnull = os.open(os.devnull, os.O_RDWR)
+    for fd in (0, 1, 2):
+        os.dup2(devnull, fd)
     lim = cfg.get("limits", {})
-
-    def setlim(res, val):
+    for res, val in ((resource.RLIMIT_AS, lim.get("memory_bytes")), (resource.RLIMIT_NPROC, lim.get("processes")),
+                     (resource.RLIMIT_FSIZE, lim.get("file_size_bytes")),
+                     (resource.RLIMIT_NOFILE, lim.get("open_files"))):
         if val:
             try:
                 resource.setrlimit(res, (int(val), int(val)))
             except (ValueError, OSError):
                 pass
-
-    if globs is None:  # fresh session (not a fork of another): apply limits once
-        setlim(resource.RLIMIT_AS, lim.get("memory_bytes"))
-        setlim(resource.RLIMIT_NPROC, lim.get("processes"))
-        setlim(resource.RLIMIT_FSIZE, lim.get("file_size_bytes"))
-        setlim(resource.RLIMIT_NOFILE, lim.get("open_files"))
-        try:
-            resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
-        except (ValueError, OSError):
-            pass
-        globs = {"__name__": "__main__", "__builtins__": builtins}
+    try:
+        resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+    except (ValueError, OSError):
+        pass
+    try:  # the kernel's OOM killer takes user code before the fork-server
+        with open("/proc/self/oom_score_adj", "w") as f:
+            f.write("1000")
+    except OSError:
+        pass
+    if hardening is not None:
+        code = hardening.lock_session()
+        if code:
+            os._exit(code)
     signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # writes past RLIMIT_FSIZE -> EFBIG
     signal.signal(signal.SIGXCPU, _on_xcpu)
     signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-    devnull = os.open(os.devnull, os.O_RDWR)
-    os.dup2(devnull, 0)
-    os.dup2(devnull, 1)
-    os.dup2(devnull, 2)
     try:
         os.chdir(cfg["workdir"])
     except OSError:
         pass
+    globs = {"__name__": "__main__", "__builtins__": builtins}
+    _session_loop(sock, cfg, globs, devnull)
+
+
+def _session_loop(sock, cfg, globs, devnull):
+    """One REPL session: stop until the fork-server continues us with a call, answer it on the
+    call's own report pipe, stop again (the stop, seen by the kernel, is what ends the call)."""
+    my_pid = os.getpid()
     fd = sock.fileno()
+    flags = getattr(socket, "MSG_CMSG_CLOEXEC", 0)
+    chld = _quiet_children()
+    os.kill(my_pid, signal.SIGSTOP)  # between calls nothing of ours runs
     while True:
+        if chld is not None:
+            try:
+                signal.signal(signal.SIGCHLD, chld)
+            except (ValueError, OSError, TypeError):
+                pass
         try:
-            msg, fds, _, _ = socket.recv_fds(sock, 1, 4)
+            msg, fds, _, _ = socket.recv_fds(sock, 1, 4, flags)
         except (OSError, EOFError):
             os._exit(0)
         if not msg:
@@ -160,38 +468,53 @@ def _session_main(sock, cfg, globs=None):
             req = _read_frame(fd, _MAX_HOST_FRAME, time.monotonic() + 10)
         except Exception:
             os._exit(3)
-        if msg == b"R":
-            reply = _session_run(req, fds, globs, my_pid, devnull)
-        elif msg == b"F":
-            reply = _session_fork(sock, fds, cfg, globs)
+        if msg == b"R" and len(fds) == 3:
+            reply = _session_run(req, fds[0], fds[1], globs, my_pid, devnull)
+        elif msg == b"F" and len(fds) == 2:
+            reply = _session_fork(sock, fds[0], fds[1], cfg, globs, devnull)
         else:
             os._exit(3)
         if os.getpid() != my_pid:  # a child forked by user code must never answer
             os._exit(0)
+        chld = _quiet_children()
         try:
-            sock.sendall(_frame(reply))
+            _write_all(fds[-1], _frame(reply))
         except OSError:
-            os._exit(0)
+            pass
+        os.close(fds[-1])
+        os.kill(my_pid, signal.SIGSTOP)
+
+
+def _quiet_children():
+    """Reap our children, then ignore SIGCHLD until the next call: the fork-server SIGKILLs
+    whatever this call left running after we stop, and with SIGCHLD ignored the kernel reaps
+    those at once (a stopped parent cannot), so no zombie counts against the process limit.
+    Returns the disposition to restore."""
+    if not _reap_children():
+        return None  # no child at all: nothing can turn into a zombie, leave SIGCHLD alone
+    try:
+        prev = signal.signal(signal.SIGCHLD, signal.SIG_IGN)
+    except (ValueError, OSError, TypeError):
+        return None
+    return prev if prev is not None else signal.SIG_DFL  # None: set outside Python
 
 
 def _reap_children():
+    """Reap finished children; True if some child (running) is left."""
     while True:
         try:
             pid, _ = os.waitpid(-1, os.WNOHANG)
         except ChildProcessError:
-            return
+            return False
         if pid == 0:
-            return
+            return True
 
 
-def _session_run(req, fds, globs, my_pid, devnull):
+def _session_run(req, out_w, err_w, globs, my_pid, devnull):
     import ast
     import io
-    import resource
     import traceback
 
-    _reap_children()
-    out_w, err_w = fds[0], fds[1]
     os.dup2(out_w, 1)
     os.dup2(err_w, 2)
     os.close(out_w)
@@ -200,17 +523,11 @@ def _session_run(req, fds, globs, my_pid, devnull):
     sys.stderr = io.TextIOWrapper(
         io.FileIO(2, "w", closefd=False), encoding="utf-8", errors="backslashreplace", line_buffering=True
     )
-    cpu = req.get("cpu")
-    if cpu:
-        used = resource.getrusage(resource.RUSAGE_SELF)
-        total = int(used.ru_utime + used.ru_stime + float(cpu)) + 1
-        try:
-            resource.setrlimit(resource.RLIMIT_CPU, (total, resource.getrlimit(resource.RLIMIT_CPU)[1]))
-        except (ValueError, OSError):
-            pass
     exit_code, kind = 0, None
+    parsed = False
     try:
         tree = ast.parse(req["code"], "<sandbox>", "exec")
+        parsed = True
         last = None
         if tree.body and isinstance(tree.body[-1], ast.Expr):
             last = ast.Expression(tree.body.pop().value)
@@ -243,7 +560,7 @@ def _session_run(req, fds, globs, my_pid, devnull):
             tb = e.__traceback__
             # drop this function's frame so the traceback starts in the snippet
             tb = tb.tb_next if tb is not None and tb.tb_next is not None else tb
-            if isinstance(e, SyntaxError):
+            if isinstance(e, SyntaxError) or not parsed:  # the code did not compile: no frames
                 text = "".join(traceback.format_exception_only(type(e), e))
             else:
                 text = "".join(traceback.format_exception(type(e), e, tb))
@@ -252,6 +569,18 @@ def _session_run(req, fds, globs, my_pid, devnull):
             pass
     if os.getpid() != my_pid:
         os._exit(exit_code & 0xFF)
+    try:  # timers set by this run must not fire into the next one
+        for which in (signal.ITIMER_REAL, signal.ITIMER_VIRTUAL, signal.ITIMER_PROF):
+            signal.setitimer(which, 0)
+    except (OSError, ValueError):
+        pass
+    if "threading" in sys.modules:  # give threads that are finishing (or just joined) a moment
+        end = time.monotonic() + 0.02
+        try:
+            while len(os.listdir("/proc/self/task")) > 1 and time.monotonic() < end:
+                time.sleep(0.001)
+        except OSError:
+            pass
     for stream in (sys.stdout, sys.stderr):
         try:
             stream.flush()
@@ -263,27 +592,23 @@ def _session_run(req, fds, globs, my_pid, devnull):
     # (e.g. after a broken pipe) is flushed to nowhere, not into the next run's output.
     sys.stdout = sys.__stdout__
     sys.stderr = sys.__stderr__
-    try:
-        resource.setrlimit(resource.RLIMIT_CPU, (resource.RLIM_INFINITY, resource.getrlimit(resource.RLIMIT_CPU)[1]))
-    except (ValueError, OSError):
-        pass
     return {"exit": exit_code, "kind": kind}
 
 
-def _session_fork(sock, fds, cfg, globs):
+def _session_fork(sock, new_sock_fd, report_fd, cfg, globs, devnull):
     """Fork this session; the grandchild (orphaned to the fork-server) becomes a new session."""
-    new_sock_fd = fds[0]
     pid = os.fork()
     if pid == 0:
         try:
             if os.fork() == 0:
                 sock.close()
+                os.close(report_fd)
                 new_sock = socket.socket(fileno=new_sock_fd)
                 try:
                     new_sock.sendall(_frame({"pid": os.getpid()}))
                 except OSError:
                     os._exit(0)
-                _session_main(new_sock, cfg, globs)
+                _session_loop(new_sock, cfg, globs, devnull)
         finally:
             os._exit(0)
     os.close(new_sock_fd)
@@ -298,21 +623,56 @@ def _session_fork(sock, fds, cfg, globs):
 def _is_zombie(pid):
     try:
         with open("/proc/%d/stat" % pid, "rb") as f:
-            stat = f.read()
-        return stat[stat.rindex(b")") + 2:stat.rindex(b")") + 3] in (b"Z", b"X")
+            st = f.read()
+        return st[st.rindex(b")") + 2:st.rindex(b")") + 3] in (b"Z", b"X")
     except (OSError, ValueError):
         return True  # gone already
 
 
 class _Session:
-    __slots__ = ("pid", "sock")
+    __slots__ = ("pid", "sock", "statfd", "pidfd")
 
     def __init__(self, pid, sock):
         self.pid = pid
         self.sock = sock
+        sock.setblocking(False)
+        try:
+            self.statfd = os.open("/proc/%d/stat" % pid, os.O_RDONLY | os.O_CLOEXEC)
+        except OSError:
+            self.statfd = -1
+        try:  # readable once the process has exited: death wakes the pump without SIGCHLD
+            self.pidfd = os.pidfd_open(pid)
+        except (AttributeError, OSError):
+            self.pidfd = -1
+
+    def stat(self):
+        """``(state, cpu seconds, threads)`` of the session process, from the kernel, or None."""
+        try:
+            data = os.pread(self.statfd, 1024, 0)
+            f = data[data.rindex(b")") + 2:].split()
+            return f[0], (int(f[11]) + int(f[12])) / _CLK_TCK, int(f[17])
+        except (OSError, ValueError, IndexError):
+            return None
+
+    def close(self):
+        for fd in (self.statfd, self.pidfd):
+            if fd >= 0:
+                try:
+                    os.close(fd)
+                except OSError:
+                    pass
+        try:
+            self.sock.close()
+        except OSError:
+            pass
 
 
-# --------------------------------------------------------------------------- one run (fork-server side)
+try:
+    _CLK_TCK = os.sysconf("SC_CLK_TCK")
+except (ValueError, OSError):
+    _CLK_TCK = 100
+
+
 def _append_capped(buf, data, cap):
     """Append to ``buf`` as much of ``data`` as fits in ``cap`` bytes; True if some was cut off."""
     room = cap - len(buf)
@@ -373,77 +733,13 @@ class _RunOutput:
         return self.bufs[fd].decode("utf-8", "replace")
 
 
-def _send_run(session, req, output):
-    """Hand ``session`` the cell and the write ends of ``output``'s pipes; False if it is gone."""
-    try:
-        socket.send_fds(session.sock, [b"R"], [output.out_w, output.err_w])
-        session.sock.sendall(_frame({"code": req["code"], "cpu": req.get("cpu")}))
-        return True
-    except OSError:
-        return False
-
-
-def _pump(session, output, deadline):
-    """Read ``session``'s output into ``output`` until the session reports the run done.
-
-    After the report, the pipes get ``_GRACE`` seconds to reach EOF. At ``deadline`` the
-    session is sent SIGINT; if it has not reported ``_INT_GRACE`` seconds later it is given
-    up on. Returns ``(done, timed_out)``: ``done`` is the session's report, or None when the
-    session died, sent garbage or must be killed.
-    """
-    ctrl = session.sock.fileno()
-    done = None
-    dead = False
-    timed_out = False
-    interrupted_at = None
-    grace_until = None
-    while not dead:
-        now = time.monotonic()
-        if done is not None and (not output.open_fds or now >= grace_until):
-            break
-        if done is None:
-            if interrupted_at is None and now >= deadline:
-                timed_out = True
-                interrupted_at = now
-                try:
-                    os.kill(session.pid, signal.SIGINT)
-                except OSError:
-                    pass
-            if interrupted_at is not None and now >= interrupted_at + _INT_GRACE:
-                dead = True
-                break
-        if done is not None:
-            limit = grace_until
-        elif interrupted_at is not None:
-            limit = interrupted_at + _INT_GRACE
-        else:
-            limit = deadline
-        watch = list(output.open_fds) + ([ctrl] if done is None else [])
-        try:
-            ready, _, _ = select.select(watch, [], [], max(0.0, limit - now))
-        except InterruptedError:
-            continue
-        for fd in ready:
-            if fd != ctrl:
-                output.read(fd)
-                continue
-            try:
-                done = _read_frame(ctrl, _MAX_SESSION_FRAME, time.monotonic() + 1.0)
-                if not isinstance(done, dict):
-                    raise ValueError("bad reply")
-                grace_until = time.monotonic() + _GRACE
-            except Exception:  # EOF, garbage or stall: the session is gone
-                dead = True
-    return (None if dead else done), timed_out
-
-
-def _classify(done, status, timed_out, timeout):
+def _classify(report, status, timed_out, timeout):
     """The outcome of one run as ``(exit code, error kind, notes for stderr)``.
 
-    ``done`` is the session's own report, or None when it died or was killed (``status`` is
+    ``report`` is the session's own report, or None when it died or was killed (``status`` is
     then its wait status, or None if unknown); ``timed_out`` says the wall clock ran out.
     """
-    if done is None:
+    if report is None:
         if timed_out:
             return -signal.SIGKILL, "timeout", [
                 "[sandbox] wall-clock timeout after %.1fs: the session was killed" % timeout]
@@ -455,8 +751,10 @@ def _classify(done, status, timed_out, timeout):
         elif status is not None and os.WIFEXITED(status):
             exit_code = os.WEXITSTATUS(status)
         return exit_code, kind, ["[sandbox] the session process died (exit %d)" % exit_code]
-    exit_code = int(done.get("exit", 0)) if isinstance(done.get("exit", 0), int) else 1
-    kind = done.get("kind")
+    exit_code = report.get("exit", 0)
+    if not isinstance(exit_code, int) or isinstance(exit_code, bool) or not -255 <= exit_code <= 255:
+        exit_code = 1
+    kind = report.get("kind")
     if kind not in (None, "exception", "memory", "timeout"):
         kind = "exception"
     if timed_out:
@@ -465,32 +763,105 @@ def _classify(done, status, timed_out, timeout):
 
 
 class Server:
-    """The fork-server: owns the host channel, the sessions and the sweep."""
+    """The fork-server: owns the host channel, the sessions and the sweep.
 
-    def __init__(self, cfg):
+    No SIGCHLD handler (a caught signal per stop and per continue would cost more than the
+    whole call): a session's death wakes the pump through its pidfd, its stop is polled with
+    ``waitpid`` once its report has arrived."""
+
+    def __init__(self, cfg, hardening):
         self.cfg = cfg
+        self.hardening = hardening
         self.sessions = {}
         self.pidns = bool(cfg.get("pidns"))
         self.out_cap = int(cfg.get("limits", {}).get("output_bytes") or 65536)
         self.my_pid = os.getpid()
+        self.stopped = set()  # pids the kernel reported stopped (since they were last continued)
+        self.exited = {}  # session pid -> wait status
+        roots = [cfg["workdir"]] + [m for m in cfg.get("scratch", []) if m != cfg["workdir"]]
+        self.roots = {}
+        for root in roots:  # modes to restore on reset
+            try:
+                self.roots[root] = stat.S_IMODE(os.lstat(root).st_mode)
+            except OSError:
+                pass
+        self.inode_cap = int(cfg.get("inode_cap") or 0)
+        self.inode_mounts = [m for m in cfg.get("scratch", []) if m in self.roots] if self.inode_cap else []
+        self.inode_base = self.last_inodes = self._inodes()
+        self.unchecked = 0.0  # run time since the file count was last checked
+        self.last_pid_fd = -1  # /proc/sys/kernel/ns_last_pid: has anything forked since the sweep?
+        self.swept_at = None
+        self.pid_max = 32768
+        if self.pidns:
+            try:
+                self.last_pid_fd = os.open("/proc/sys/kernel/ns_last_pid", os.O_RDONLY | os.O_CLOEXEC)
+                with open("/proc/sys/kernel/pid_max") as f:
+                    self.pid_max = int(f.read())
+            except (OSError, ValueError):
+                pass
 
     # ----- process helpers
-    def _reap(self):
-        _reap_children()
+    def _inodes(self):
+        n = 0
+        for m in self.inode_mounts:
+            try:
+                sv = os.statvfs(m)
+                n += sv.f_files - sv.f_ffree
+            except OSError:
+                pass
+        return n
 
-    def _wait_status(self, pid, timeout=1.0):
-        """Wait (bounded) for a session pid we SIGKILLed or saw die; return its wait status."""
-        end = time.monotonic() + timeout
+    def _note(self, pid, status):
+        if os.WIFSTOPPED(status):
+            self.stopped.add(pid)
+        elif os.WIFCONTINUED(status):
+            self.stopped.discard(pid)
+        else:
+            self.stopped.discard(pid)
+            if any(s.pid == pid for s in self.sessions.values()):
+                self.exited[pid] = status
+
+    def _collect(self):
+        """Reap every child that changed state; note stops, continues and deaths of sessions."""
         while True:
             try:
-                got, status = os.waitpid(pid, os.WNOHANG)
+                pid, status = os.waitpid(-1, os.WNOHANG | os.WUNTRACED | os.WCONTINUED)
             except ChildProcessError:
-                return None
-            if got:
-                return status
-            if time.monotonic() > end:
-                return None
-            time.sleep(0.002)
+                return
+            if pid == 0:
+                return
+            self._note(pid, status)
+
+    def _poll(self, pid):
+        """The news about child ``pid`` only (stopped / continued / dead); False if ``pid`` is
+        not (or no longer) a child of ours."""
+        while True:
+            try:
+                got, status = os.waitpid(pid, os.WNOHANG | os.WUNTRACED | os.WCONTINUED)
+            except ChildProcessError:
+                return False
+            if not got:
+                return True
+            self._note(got, status)
+
+    def _wait_stopped(self, pid, deadline):
+        """Wait until child ``pid`` stops (True) or dies, is not ours, or the deadline passes
+        (False): spin briefly (it is usually a few syscalls away), then poll."""
+        spins = 0
+        while True:
+            ours = self._poll(pid)
+            if pid in self.stopped:
+                return True
+            if pid in self.exited or not ours:
+                return False
+            now = time.monotonic()
+            if now >= deadline:
+                return False
+            spins += 1
+            if spins < 200:
+                os.sched_yield()
+            else:
+                time.sleep(min(0.0005 if spins < 2200 else 0.005, deadline - now))
 
     def _kill_session(self, sid):
         s = self.sessions.pop(sid, None)
@@ -501,17 +872,41 @@ class Server:
                 fn()
             except OSError:
                 pass
-        try:
-            s.sock.close()
-        except OSError:
-            pass
-        return self._wait_status(s.pid)
+        s.close()
+        status = self.exited.pop(s.pid, None)
+        end = time.monotonic() + 1.0
+        while status is None:  # SIGKILL takes a moment to land (bounded: never hang here)
+            try:
+                got, st = os.waitpid(s.pid, os.WNOHANG)
+            except ChildProcessError:
+                break
+            if got and not os.WIFSTOPPED(st) and not os.WIFCONTINUED(st):
+                status = st
+            elif time.monotonic() > end:
+                break
+            else:
+                time.sleep(0.0005)
+        self.stopped.discard(s.pid)
+        return status
 
-    def sweep(self):
-        """Kill every process in this PID namespace except us, PID 1 and live sessions."""
+    def _last_pid(self):
+        try:
+            return os.pread(self.last_pid_fd, 32, 0)
+        except OSError:
+            return None
+
+    def sweep(self, duration=None):
+        """Kill every process in this PID namespace except us, PID 1 and the sessions.
+
+        Skipped when no pid was allocated in the namespace since the last sweep (nothing new
+        can exist) and the call was too short to have wrapped the pid space (a pid cannot be
+        allocated in under a microsecond)."""
         if not self.pidns:
             return
-        keep = {1, self.my_pid, os.getppid()}
+        if (duration is not None and self.swept_at is not None and duration < self.pid_max * 1e-6
+                and self._last_pid() == self.swept_at):
+            return
+        keep = {1, self.my_pid}
         keep.update(s.pid for s in self.sessions.values())
         end = time.monotonic() + 2.0  # a fork bomb keeps forking while we kill: repeat until empty
         while time.monotonic() < end:
@@ -529,24 +924,99 @@ class Server:
                 except OSError:
                     pass
             time.sleep(0.002)
-            self._reap()
-        self._reap()
+            self._collect()
+        self._collect()
+        self.stopped.intersection_update(s.pid for s in self.sessions.values())
+        self.swept_at = self._last_pid() if self.last_pid_fd >= 0 else None
+
+    def _restop(self):
+        """Between calls every session is stopped; one that another session continued
+        (SIGCONT) is stopped again here, so it cannot run until its own next call."""
+        self._collect()
+        for s in list(self.sessions.values()):
+            if s.pid not in self.stopped and s.pid not in self.exited:
+                try:
+                    os.kill(s.pid, signal.SIGSTOP)
+                except OSError:
+                    continue
+                self._wait_stopped(s.pid, time.monotonic() + 1.0)
 
     def _spawn(self, sid):
+        """Fork a fresh session and wait until it has locked itself down and stopped."""
         parent_sock, child_sock = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         pid = os.fork()
         if pid == 0:
             try:
                 parent_sock.close()
-                for s in self.sessions.values():
-                    s.sock.close()
-                os.close(self.cfg["_in"])
-                os.close(self.cfg["_out"])
-                _session_main(child_sock, self.cfg)
+                _session_setup(child_sock, self.cfg, self.hardening)
             finally:
                 os._exit(0)
         child_sock.close()
-        self.sessions[sid] = _Session(pid, parent_sock)
+        parent_sock.shutdown(socket.SHUT_RD)  # nothing a session writes back is ever read
+        s = self.sessions[sid] = _Session(pid, parent_sock)
+        if not self._wait_stopped(pid, time.monotonic() + _SPAWN_TIMEOUT):
+            status = self._kill_session(sid)
+            why = "did not start"
+            if status is not None and os.WIFEXITED(status):
+                why = _SETUP_ERRORS.get(os.WEXITSTATUS(status), "exited with %d" % os.WEXITSTATUS(status))
+            raise RuntimeError("the session " + why)
+        return s
+
+    def _cont(self, s):
+        self.stopped.discard(s.pid)
+        os.kill(s.pid, signal.SIGCONT)
+
+    def _send(self, s, tag, fds, obj, deadline):
+        """Hand the stopped session ``s`` a call (tag + fds + frame) and continue it: "sent",
+        "timeout" (it does not read) or "dead". What fits in the socket buffer is written
+        before the SIGCONT, so the session wakes once, with its call already there."""
+        data = memoryview(_frame(obj))
+        first = True
+        woken = False
+        while first or data:
+            try:
+                if first:
+                    socket.send_fds(s.sock, [tag], fds)
+                    first = False
+                else:
+                    data = data[s.sock.send(data):]
+                continue
+            except (BlockingIOError, InterruptedError):
+                pass
+            except OSError:
+                return "dead"
+            if not woken:  # the rest needs the session reading
+                self._cont(s)
+                woken = True
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return "timeout"
+            select.select([], [s.sock], [], left)
+        if not woken:
+            self._cont(s)
+        return "sent"
+
+    def _ready(self, sid):
+        """The session ``sid``, stopped and able to take a call, or None if it died since its
+        last call (e.g. a sibling session killed it; a SIGKILLed stopped process is woken at
+        once, so a session still in state T has nothing fatal pending)."""
+        s = self.sessions.get(sid)
+        if s is None:
+            return None, None
+        info = s.stat()  # None without /proc (the unisolated backend elsewhere): trust waitpid
+        if (info is None or info[0] == b"T") and s.pid in self.stopped:
+            return s, info
+        self._collect()
+        if s.pid not in self.exited and s.pid not in self.stopped:
+            try:
+                os.kill(s.pid, signal.SIGSTOP)
+            except OSError:
+                pass
+        self._wait_stopped(s.pid, time.monotonic() + 1.0)
+        info = s.stat()
+        if s.pid in self.stopped and (info is None or info[0] == b"T"):
+            return s, info
+        return None, self._kill_session(sid)
 
     # ----- ops
     def op_new(self, req):
@@ -566,54 +1036,101 @@ class Server:
     def op_fork(self, req):
         """Fork session ``src`` into a new session ``sid`` with a copy of its globals."""
         src, sid = int(req["src"]), int(req["sid"])
-        s = self.sessions.get(src)
-        if s is None:
-            return {"error": "no session %d" % src}
         if sid in self.sessions:
             return {"error": "session %d exists" % sid}
+        s, _ = self._ready(src)
+        if s is None:
+            return {"error": "no session %d (it died)" % src, "agent": True}
         a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        rep_r, rep_w = os.pipe()
         deadline = time.monotonic() + 10
         try:
-            socket.send_fds(s.sock, [b"F"], [b.fileno()])
-            s.sock.sendall(_frame({}))
+            sent = self._send(s, b"F", [b.fileno(), rep_w], {}, deadline)
             b.close()
-            reply = _read_frame(s.sock.fileno(), _MAX_SESSION_FRAME, deadline)
-            hello = _read_frame(a.fileno(), _MAX_SESSION_FRAME, deadline)
+            os.close(rep_w)
+            if sent != "sent" or not self._wait_stopped(s.pid, deadline):
+                raise RuntimeError("the source session did not fork")
+            hello = _read_frame(a.fileno(), 1024, deadline)
             pid = int(hello["pid"])
-        except Exception as e:  # noqa: BLE001
+            if pid <= 1 or any(x.pid == pid for x in self.sessions.values()):
+                raise RuntimeError("bad fork reply")
+            # the new session must be our own (re-parented) child, and stopped: only then does
+            # the kernel report its stop to us
+            if not self._wait_stopped(pid, deadline):
+                raise RuntimeError("the forked session did not start")
+        except Exception as e:  # noqa: BLE001 - the source session's state is the agent's
             a.close()
+            os.close(rep_r)
             self._kill_session(src)
+            self.sweep()
             self._spawn(src)
-            return {"error": "fork failed (%s); the source session was restarted" % e}
-        if not reply.get("ok"):
-            a.close()
-            return {"error": "fork failed"}
+            return {"error": "fork failed (%s); the source session was restarted" % e, "agent": True}
+        os.close(rep_r)
+        a.shutdown(socket.SHUT_RD)
         self.sessions[sid] = _Session(pid, a)
+        self.sweep()
         return {"ok": True}
 
     def op_run(self, req):
         """Run one cell in session ``sid`` (spawned if missing); reply with its output and outcome.
 
-        A session that dies, or overruns its wall clock and ignores SIGINT, is killed and
-        replaced by a fresh one (``restarted``).
+        The run is over when the session stops itself (the kernel says so: no frame user code
+        writes can end it), dies, or overruns its wall clock (SIGINT, then SIGKILL). A session
+        that died, was killed, stopped without a report or kept extra threads is replaced by a
+        fresh one (``restarted``).
         """
         sid = int(req["sid"])
-        if sid not in self.sessions:
-            self._spawn(sid)
-        s = self.sessions[sid]
+        notes = []
+        existed = sid in self.sessions
+        s, info = self._ready(sid)
+        died = s is None and existed
+        if s is None:
+            if died:
+                notes.append("[sandbox] the session had died (%s) since the last call; a fresh one was "
+                             "started" % _status_text(info))
+            s, info = self._spawn(sid), None
         timeout = float(req.get("timeout") or 10.0)
         t0 = time.monotonic()
+        deadline = t0 + timeout
+        self._set_cpu_limit(s, req.get("cpu"), info)
         output = _RunOutput(self.out_cap)
-        sent = _send_run(s, req, output)
+        rep_r, rep_w = os.pipe()
+        sent = self._send(s, b"R", [output.out_w, output.err_w, rep_w], {"code": req["code"]}, deadline)
         output.close_write_ends()
-        done, timed_out = _pump(s, output, t0 + timeout) if sent else (None, False)
+        os.close(rep_w)
+        report_buf = bytearray()
+        if sent == "sent":
+            outcome, interrupted = self._pump(s, output, rep_r, report_buf, deadline)
+        else:
+            outcome, interrupted = sent, sent == "timeout"
+        _drain_into(rep_r, report_buf, _MAX_REPORT)
+        os.close(rep_r)
         output.drain()
         duration = time.monotonic() - t0
-        restarted = done is None
-        status = self._kill_session(sid) if restarted else None
-        exit_code, kind, notes = _classify(done, status, timed_out, timeout)
-        self.sweep()
-        if restarted:
+        report, status = None, None
+        if outcome == "stopped":
+            report = _last_frame(report_buf)
+            info = s.stat()
+            if report is None:
+                notes.append("[sandbox] the session stopped before its code finished; it was restarted")
+                outcome = "no-report"
+            elif info is not None and info[2] > 1:
+                notes.append("[sandbox] the code left %d thread(s) running; the session was restarted so "
+                             "that nothing of this run executes after it" % (info[2] - 1))
+                outcome = "threads"
+        elif outcome == "files":
+            notes.append("[sandbox] the code created more files and directories than the limit (%d); the "
+                         "session was killed" % self.inode_cap)
+        restart = outcome != "stopped"
+        if restart:
+            status = self._kill_session(sid)
+        if outcome == "no-report":
+            exit_code, kind = -signal.SIGKILL, "crashed"
+        else:
+            exit_code, kind, more = _classify(report, None if report is not None else status, interrupted, timeout)
+            notes[:0] = more
+        self.sweep(duration)
+        if restart:
             self._spawn(sid)
             notes.append("[sandbox] a fresh session was started: variables from earlier calls are gone")
         stderr = output.text(output.err_r)
@@ -626,41 +1143,163 @@ class Server:
             "duration": duration,
             "truncated": output.truncated,
             "error_kind": kind,
-            "restarted": restarted,
+            "restarted": restart or died,
         }
 
+    def _set_cpu_limit(self, s, cpu, info):
+        """The session's CPU backstop for this run, set from here (not by the session itself)
+        and never lifted: soft RLIMIT_CPU = CPU used so far + ``cpu``."""
+        if not cpu:
+            return
+        import resource
+
+        if info is None:
+            info = s.stat()
+        used = info[1] if info is not None else 0.0
+        soft = int(used + float(cpu)) + 1  # set every call: the code may have raised its own
+        try:
+            resource.prlimit(s.pid, resource.RLIMIT_CPU, (soft, resource.RLIM_INFINITY))
+        except (ValueError, OSError):
+            try:
+                hard = resource.prlimit(s.pid, resource.RLIMIT_CPU)[1]
+                if hard != resource.RLIM_INFINITY:
+                    soft = min(soft, hard)
+                resource.prlimit(s.pid, resource.RLIMIT_CPU, (soft, hard))
+            except (ValueError, OSError):
+                pass
+
+    def _check_files(self, limit, duration):
+        """True when the box holds more files than ``limit``; checked at least every 5 ms of
+        run time (a short run cannot create many)."""
+        self.unchecked += duration
+        if self.unchecked < 0.005:
+            return False
+        self.unchecked = 0.0
+        self.last_inodes = self._inodes()
+        return self.last_inodes > limit
+
+    def _pump(self, s, output, rep_r, report_buf, deadline):
+        """Read the run's output and report until the session stops (then ``_GRACE`` more
+        seconds for the pipes to reach EOF) or dies; enforce the wall clock and the box-wide
+        file cap. Returns ``(outcome, interrupted)``: outcome "stopped", "dead", "timeout"
+        (killed after the SIGINT grace) or "files"; ``interrupted``: the wall clock ran out."""
+        t0 = time.monotonic()
+        interrupted_at = None
+        stopped_at = None
+        reported = False  # a complete frame arrived on the report pipe: poll for the stop
+        spun = False
+        rep_open = True
+        pidfd = [s.pidfd] if s.pidfd >= 0 else []
+        # the cap bounds growth: a run that starts above it (files left by a killed run) may
+        # clean up, but not add
+        inode_limit = max(self.inode_base + self.inode_cap, self.last_inodes) if self.inode_cap else 0
+        next_poll = t0 + _POLL
+        next_stop_poll = t0 + 0.01  # a session may also stop without reporting (user code did)
+        while True:
+            now = time.monotonic()
+            interrupted = interrupted_at is not None
+            if s.pid in self.exited:
+                return ("timeout" if interrupted else "dead"), interrupted
+            if stopped_at is None and (reported or not pidfd or now >= next_stop_poll):
+                if reported and not spun:
+                    spun = True
+                    self._wait_stopped(s.pid, now + 0.0002)  # it stops right after reporting
+                else:
+                    self._poll(s.pid)
+                    next_stop_poll = now + 0.01
+                if s.pid in self.stopped:
+                    stopped_at = now = time.monotonic()
+                    if inode_limit and self._check_files(inode_limit, now - t0):
+                        return "files", interrupted
+                elif s.pid in self.exited:
+                    continue
+            if stopped_at is not None:
+                if not output.open_fds or now >= stopped_at + _GRACE:
+                    return "stopped", interrupted
+            elif not interrupted and now >= deadline:
+                interrupted_at = now
+                try:
+                    os.kill(s.pid, signal.SIGINT)
+                except OSError:
+                    pass
+            elif interrupted and now >= interrupted_at + _INT_GRACE:
+                return "timeout", True
+            if inode_limit and now >= next_poll:
+                self.unchecked = 1.0
+                if self._check_files(inode_limit, 0.0):
+                    return "files", interrupted
+                next_poll = now + _POLL
+            if stopped_at is not None:
+                limit = stopped_at + _GRACE
+            elif interrupted_at is not None:
+                limit = interrupted_at + _INT_GRACE
+            else:
+                limit = deadline
+            if inode_limit:
+                limit = min(limit, next_poll)
+            if stopped_at is None:  # poll for the stop
+                limit = min(limit, now + 0.001 if reported else next_stop_poll)
+            watch = output.open_fds + ([rep_r] if rep_open else []) + pidfd
+            try:
+                ready, _, _ = select.select(watch, [], [], max(0.0, limit - now))
+            except InterruptedError:
+                continue
+            for fd in ready:
+                if fd == rep_r:
+                    chunk = os.read(rep_r, 65536)
+                    if not chunk or len(report_buf) + len(chunk) > _MAX_REPORT:
+                        rep_open = False  # closed, or flooded by user code: read later, once stopped
+                    else:
+                        report_buf += chunk
+                        reported = reported or _last_frame(report_buf) is not None
+                elif pidfd and fd == pidfd[0]:
+                    self._poll(s.pid)
+                    if s.pid not in self.exited:  # exited but not ours to reap? treat as dead
+                        self.exited[s.pid] = None
+                    pidfd = []
+                else:
+                    output.read(fd)
+
     def op_reset(self, req):
-        """Kill every session and empty the work dir."""
+        """Kill every session, wipe the work dir and the scratch mounts back to their fresh
+        state, then start a new default session. ``clean`` says whether that succeeded."""
         for sid in list(self.sessions):
             self._kill_session(sid)
         self.sweep()
-        self._wipe()
-        return {"ok": True}
-
-    def _wipe(self):
-        import shutil
-
-        root = self.cfg["workdir"]
-        try:
-            names = os.listdir(root)
-        except OSError:
-            return
-        for name in names:
-            path = os.path.join(root, name)
+        clean = True
+        for root, mode in self.roots.items():
             try:
-                if os.path.isdir(path) and not os.path.islink(path):
-                    shutil.rmtree(path, ignore_errors=True)
-                else:
-                    os.unlink(path)
+                os.chmod(root, 0o700)
             except OSError:
-                pass
+                clean = False
+            if _wipe_tree(root):
+                clean = False
+            try:
+                for name in os.listxattr(root):
+                    os.removexattr(root, name)
+            except OSError as e:
+                if e.errno not in (_ENOTSUP, 61):  # ENOTSUP / ENODATA: nothing there
+                    clean = False
+            try:
+                os.chmod(root, mode)
+                clean = clean and not os.listdir(root)
+            except OSError:
+                clean = False
+        if self.inode_cap and self._inodes() != self.inode_base:
+            clean = False
+        self.exited.clear()
+        self.stopped.clear()
+        self.last_inodes = self._inodes()
+        self._spawn(0)
+        return {"ok": True, "clean": clean}
 
     def op_put(self, req):
         """Write base64 ``data`` to ``path`` under the work dir (no symlinks followed)."""
         import base64
 
-        fd = _open_beneath(self.cfg["workdir"], req["path"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
+        fd = _open_beneath(self.cfg["workdir"], req["path"], os.O_WRONLY | os.O_CREAT)
         try:
+            os.ftruncate(fd, 0)
             _write_all(fd, base64.b64decode(req["data"]))
         finally:
             os.close(fd)
@@ -693,15 +1332,31 @@ class Server:
         """Main loop: one request frame in, one reply frame out, until the host goes away."""
         while True:
             try:
-                req = _read_frame(fd_in, _MAX_HOST_FRAME)
-            except (EOFError, OSError, ValueError):
+                (n,) = _HDR.unpack(_read_exact(fd_in, 4))
+                if n > _MAX_HOST_FRAME:  # skip it (the framing stays in step) and say so
+                    while n:
+                        n -= len(_read_exact(fd_in, min(n, 1 << 20)))
+                    body = b"{}"
+                    oversized = True
+                else:
+                    body, oversized = _read_exact(fd_in, n), False
+            except (EOFError, OSError):
                 break
-            op = getattr(self, "op_" + str(req.get("op")), None)
             try:
-                reply = op(req) if op else {"error": "unknown op %r" % req.get("op")}
-            except Exception as e:  # noqa: BLE001 - never die on one bad request
-                reply = {"error": "%s: %s" % (type(e).__name__, e)}
-            self._reap()
+                if oversized:
+                    raise ValueError("larger than %d bytes" % _MAX_HOST_FRAME)
+                req = _decode(body)
+                if not isinstance(req, dict):
+                    raise ValueError("not an object")
+            except ValueError as e:  # the framing is intact: answer and go on
+                req, reply = None, {"error": "bad request frame (%s)" % e}
+            if req is not None:
+                op = getattr(self, "op_" + str(req.get("op")), None)
+                try:
+                    reply = op(req) if op else {"error": "unknown op %r" % req.get("op")}
+                except Exception as e:  # noqa: BLE001 - never die on one bad request
+                    reply = {"error": "%s: %s" % (type(e).__name__, e)}
+            self._restop()
             reply["spids"] = [s.pid for s in self.sessions.values()]
             try:
                 _write_all(fd_out, _frame(reply))
@@ -712,24 +1367,54 @@ class Server:
         self.sweep()
 
 
-def main():
-    """Entry point inside the box: set up the private channel fds, preload, then serve."""
-    cfg = json.loads(sys.argv[1]) if len(sys.argv) > 1 else {}
+def _drain_into(fd, buf, cap):
+    """Append what ``fd`` holds right now (without blocking) to ``buf``, up to ``cap`` bytes."""
     try:
-        import ctypes
+        while len(buf) < cap:
+            r, _, _ = select.select([fd], [], [], 0)
+            chunk = os.read(fd, 65536) if r else b""
+            if not chunk:
+                return
+            buf += chunk
+    except OSError:
+        pass
 
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(4, 0, 0, 0, 0)  # PR_SET_DUMPABLE = 0: snippets cannot ptrace us
-        libc.prctl(36, 1, 0, 0, 0)  # PR_SET_CHILD_SUBREAPER: orphaned daemons come to us
-    except Exception:  # noqa: BLE001 - the docker image may lack ctypes; the pidns still holds
-        if cfg.get("require_prctl"):
-            raise
+
+def _status_text(status):
+    if status is None:
+        return "unknown"
+    if os.WIFSIGNALED(status):
+        return "signal %d" % os.WTERMSIG(status)
+    if os.WIFEXITED(status):
+        return "exit %d" % os.WEXITSTATUS(status)
+    return "status %d" % status
+
+
+def main():
+    """Entry point inside the box: lock this process down, set up the private channel fds,
+    preload, then serve."""
+    cfg = json.loads(sys.argv[1]) if len(sys.argv) > 1 else {}
+    hardening = None
+    try:
+        hardening = _Hardening(cfg)
+        if hardening.prctl(4, 0) != 0:  # PR_SET_DUMPABLE = 0: no ptrace, no /proc/<us>/{fd,mem}
+            raise OSError("PR_SET_DUMPABLE failed")
+        hardening.prctl(36, 1)  # PR_SET_CHILD_SUBREAPER: orphaned daemons come to us
+        if hardening.error:
+            raise OSError(hardening.error)
+    except Exception as e:  # noqa: BLE001 - e.g. an image without ctypes
+        if cfg.get("seccomp") == "require":
+            sys.stderr.write("sandbox worker: cannot harden the box: %s: %s\n" % (type(e).__name__, e))
+            sys.exit(2)
+        hardening = None
     # protocol on private fds; 0/1 become /dev/null so stray writes cannot corrupt frames
     fd_in, fd_out = os.dup(0), os.dup(1)
+    os.set_inheritable(fd_in, False)
+    os.set_inheritable(fd_out, False)
     devnull = os.open(os.devnull, os.O_RDWR)
     os.dup2(devnull, 0)
     os.dup2(devnull, 1)
-    cfg["_in"], cfg["_out"] = fd_in, fd_out
+    os.close(devnull)
     workdir = cfg.setdefault("workdir", os.getcwd())
     try:
         os.chdir(workdir)
@@ -747,8 +1432,9 @@ def main():
     import resource  # noqa: F401
     import traceback  # noqa: F401
 
-    server = Server(cfg)
-    _write_all(fd_out, _frame({"ready": True, "pid": os.getpid(), "python": sys.version.split()[0]}))
+    server = Server(cfg, hardening)
+    _write_all(fd_out, _frame({"ready": True, "pid": os.getpid(), "python": sys.version.split()[0],
+                               "seccomp": bool(hardening and hardening.seccomp)}))
     server.serve(fd_in, fd_out)
 
 

@@ -54,6 +54,11 @@ class SandboxProbe(Task):
         """Run Python code; variables persist between calls."""
         return self.box().run(code, timeout=20).raise_for_infra().observation()
 
+    @tool
+    def read(self, ctx: NodeContext, path: str) -> str:
+        """Read a file the code wrote."""
+        return self.box().get_file(path).decode(errors="replace")
+
 
 @pytest.fixture
 def registered():
@@ -99,4 +104,28 @@ def test_sandbox_crash_marks_node_infra_error_and_episode_continues(backend, reg
         assert eng.tree.nodes["0.1"].status is NodeStatus.FINISHED
         assert pool.stats["replaced"] == 1
         task._sb and pool.release(task._sb)
+        SandboxProbe.pool = None
+
+
+@pytest.mark.parametrize("backend", ["local", "process"])
+def test_agent_made_file_trouble_is_feedback_not_infra_error(backend, registered):
+    """The agent turns the file the task reads into a FIFO (it used to stall get_file for 30 s
+    and come back as an infrastructure error, masking the node): now it is the agent's error."""
+    build(backend)
+    kw = dict(SMALL, warn=False) if backend == "process" else dict(SMALL)
+    with SandboxPool(backend, size=1, max_size=2, **kw) as pool:
+        SandboxProbe.pool = pool
+        eng = rao_envs.make_engine("SandboxProbe-v0")
+        eng.reset(0)
+        eng.step("0", call("python", code="import os; os.mkfifo('answer.txt')"))
+        eng.step("0", call("read", path="answer.txt"))
+        node = eng.tree.nodes["0"]
+        assert node.status is not NodeStatus.INFRA_ERROR, node
+        assert "refused" in eng.observe("0")
+        eng.step("0", call("python", code="import os; os.unlink('answer.txt'); open('answer.txt', 'w').write('hi')"))
+        eng.step("0", call("read", path="answer.txt"))
+        assert "hi" in eng.observe("0")
+        eng.step("0", call("finish", result="hi"))
+        assert eng.tree.root.score == 1.0
+        eng.task._sb and pool.release(eng.task._sb)
         SandboxProbe.pool = None

@@ -255,3 +255,91 @@ def test_cli_has_the_build_image_command():
     with pytest.raises(SystemExit) as e:
         main(["sandbox-build-image", "--help"])
     assert e.value.code == 0
+
+
+# ----------------------------------------------------------------------------- issue 10: agent-caused failures
+def test_lone_surrogate_in_the_code_is_the_codes_error(sandbox):
+    transport = sandbox._transport
+    r = sandbox.run("x = '\ud800'")
+    assert r.error_kind == "exception" and not r.is_infra, r
+    assert "surrogate" in r.stderr, r.stderr
+    r = sandbox.run("print('\ud800', end='')")  # printing one is fine (escaped), as before
+    assert not r.is_infra and sandbox.run("1").stdout == "1\n"
+    assert sandbox._transport is transport  # the worker survived
+
+
+def test_fifo_in_the_work_dir_does_not_hang_file_io(sandbox):
+    import time
+
+    transport = sandbox._transport
+    assert sandbox.run("import os; os.mkfifo('out.txt'); os.mkdir('d'); os.mkfifo('d/in.txt')").ok
+    for call in (lambda: sandbox.get_file("out.txt"), lambda: sandbox.put_file("out.txt", b"x"),
+                 lambda: sandbox.get_file("d/in.txt"), lambda: sandbox.put_file("d/in.txt", b"x")):
+        t0 = time.monotonic()
+        with pytest.raises(SandboxError) as e:
+            call()
+        assert not isinstance(e.value, SandboxInfraError), e.value
+        assert time.monotonic() - t0 < 3
+    assert sandbox.run("import os, stat; stat.S_ISFIFO(os.lstat('out.txt').st_mode)").stdout == "True\n"
+    assert sandbox._transport is transport
+
+
+@pytest.mark.parametrize("attack", [
+    "import os, signal; os.kill(os.getppid(), signal.SIGKILL)",
+    "import os, signal; os.kill(os.getppid(), signal.SIGSTOP)",
+    "import os, resource; resource.prlimit(os.getppid(), resource.RLIMIT_NOFILE, (3, 3))",
+    "import os, resource; resource.prlimit(os.getppid(), resource.RLIMIT_NPROC, (0, 0))",
+])
+def test_the_fork_server_survives_its_sessions(backend, attack):
+    """On every backend (the unisolated one too): a session cannot kill, stop or limit the
+    fork-server that forked it (the isolated backends get the full list in test_escape)."""
+    sb = build(backend)
+    with sb:
+        sb.start()
+        transport = sb._transport
+        r = sb.run(attack + "\nimport time; time.sleep(0.2)", timeout=3)
+        assert not r.is_infra, r
+        assert sb.run("6 * 7").stdout == "42\n"
+        s = sb.session()
+        assert s.run("1 + 1").stdout == "2\n"
+        assert sb._transport is transport
+
+
+def test_a_reset_that_cannot_clean_replaces_the_box(backend, monkeypatch):
+    sb = build(backend)
+    with sb:
+        sb.run("x = 1")
+        old = sb._transport
+        real = sb._request
+
+        def unclean(req, timeout):
+            reply = real(req, timeout)
+            if req.get("op") == "reset":
+                reply["clean"] = False
+            return reply
+
+        monkeypatch.setattr(sb, "_request", unclean)
+        sb.reset()
+        monkeypatch.undo()
+        assert sb._transport is not old and sb.alive  # a brand-new box
+        assert sb.run("'x' in globals()").stdout == "False\n"
+
+
+def test_an_agent_caused_box_death_is_typed_and_the_box_replaced(backend, monkeypatch):
+    """If user code still takes the whole box down (e.g. the kernel's OOM killer picked the
+    fork-server), the run is the agent's failure, and the next call gets a fresh box."""
+    import threading
+
+    sb = build(backend)
+    with sb:
+        sb.start()
+        old = sb._transport
+        monkeypatch.setattr(type(sb), "_agent_cause", lambda self: "memory")
+        killer = threading.Timer(0.5, sb.kill_worker)
+        killer.start()
+        r = sb.run("import time; time.sleep(10)", timeout=15)
+        killer.join()
+        assert r.error_kind == "memory" and not r.is_infra and r.restarted, r
+        monkeypatch.undo()
+        assert sb.run("6 * 7").stdout == "42\n"  # transparently replaced
+        assert sb._transport is not old
