@@ -1,4 +1,4 @@
-"""The ``rao-envs`` command line: list, play, solve, check, render, new-task.
+"""The ``rao-envs`` command line: list, play, solve, check, render, new-task, rollout, view, demos.
 
     rao-envs list
     rao-envs play TASK-v0 --seed 3                 # a person plays a whole tree
@@ -8,6 +8,7 @@
     rao-envs new-task MyTask --dir .               # a new task file from the template
     rao-envs rollout TASK-v0 --base-url http://localhost:8000/v1 --model NAME -n 64 --group-size 8 --out trees.jsonl
     rao-envs view trees.jsonl --out trees.html     # a self-contained HTML tree viewer
+    rao-envs demos TASK-v0 -n 64 --out demos.parquet   # oracle trees as chat SFT rows (TRL's SFTTrainer)
     rao-envs sandbox-build-image                   # offline image for the docker sandbox
 """
 
@@ -411,6 +412,36 @@ class View:
         return 0
 
 
+@dataclass
+class Demos:
+    """Write the task oracle's trees as chat SFT rows (one per node; its own assistant turns are the targets).
+
+    -n tasks (seeds seed-start, ...). TRL's SFTTrainer reads the Parquet file as is:
+    ``SFTTrainer(model, args=SFTConfig(assistant_only_loss=True), train_dataset=Dataset.from_parquet(OUT))``.
+    """
+
+    env_id: Positional[str]
+    n: Annotated[int, tyro.conf.arg(aliases=("-n",))] = 64
+    """Number of tasks (seeds), one oracle tree each."""
+    out: Path = Path("demos.parquet")
+    seed_start: int = 0
+    protocol: str = "tool"
+    """Action protocol the demonstrations are written in (rao_envs.protocols.PROTOCOLS)."""
+    kw: list[str] = field(default_factory=list)
+    """Extra make() kwargs as KEY=VALUE, e.g. difficulty=easy max_depth=2."""
+    load: list[str] = field(default_factory=list)
+
+    def run(self) -> int:
+        """Run the oracle on the seeds, write the rows, print a one-line summary."""
+        from rao_envs.adapters.sft import write_demos
+
+        _load(self.load)
+        path, rows = write_demos(self.env_id, self.n, self.out, seed_start=self.seed_start, protocol=self.protocol,
+                                 env_kwargs=_kwargs(self.kw))
+        print(f"wrote {rows} rows ({self.n} oracle trees of {self.env_id}, protocol {self.protocol}) to {path}")
+        return 0
+
+
 COMMANDS = {
     "list": List,
     "check": Check,
@@ -421,6 +452,7 @@ COMMANDS = {
     "sandbox-build-image": SandboxBuildImage,
     "rollout": Rollout,
     "view": View,
+    "demos": Demos,
 }
 
 

@@ -16,6 +16,7 @@ EXAMPLES = sorted(p for p in (ROOT / "examples").glob("*.py") if p != DEMO)
 TINY = {
     "cleanrl_ppo_delegation.py": ["--total-timesteps", "512", "--num-envs", "2", "--num-steps", "128", "--eval-episodes", "2"],
     "cleanrl_grpo_llm.py": ["--tiny", "--iterations", "2", "--sft-steps", "20", "--group-size", "2", "--max-new-tokens", "24"],
+    "trl_grpo.py": ["--tiny", "--steps", "2", "--sft-steps", "5", "--eval-seeds", "2"],
 }
 
 pytest.importorskip("torch")
