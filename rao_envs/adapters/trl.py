@@ -31,6 +31,18 @@ the chat template's rendering of the new messages only (:class:`ChatTokens`), so
 row trains on are exactly the tokens the model saw and wrote (no re-tokenisation drift); the
 engine records them on the transcript and :mod:`rao_envs.rows` turns them into rows.
 
+Sampling logprobs from the trainer's model are ``log_softmax(logits / temperature)`` of the
+sampled tokens, the quantity TRL's loss recomputes (no top-k/top-p renormalisation on either
+side); from vLLM they are vLLM's own. ``GRPOConfig`` defaults to ``bf16=True``: the loss's
+forward then runs under bf16 autocast while the trainer's model generates in its own dtype, so
+the two logprobs differ (by up to ~0.1 nats for SmolLM2-135M on CPU); on CPU pass ``bf16=False``.
+``mask_truncated_completions`` does not apply to tree rows.
+
+Tested on CPU: the fast lane with a tiny local model, the slow lane with SmolLM2-135M-Instruct
+and llama.cpp's server. Not run here (no GPU, no vLLM): :class:`VLLMGenerator`, several
+processes (trees gathered for credit, rounds kept in step), and a full ``AsyncGRPOTrainer``
+run, which needs a vLLM server (the worker is tested standalone).
+
 TRL 1.16 behaviour worked around here (check these when moving the pin):
 
 * ``rollout_func`` receives the prompts already repeated ``num_generations`` times and must
@@ -47,6 +59,8 @@ TRL 1.16 behaviour worked around here (check these when moving the pin):
   ``num_generations=1`` and pad every process's batch to the same size.
 * ``environment_factory`` turns every public method into a tool and needs Google-style
   docstrings with type hints: :func:`tool_environment` generates them from the task's tools.
+* With tools, TRL swaps in a prefix-preserving training chat template (``trainer.chat_template``,
+  e.g. for Qwen3, whose own template is not prefix-preserving): token building uses it too.
 * ``AsyncGRPOTrainer``'s ``RolloutSample`` carries one advantage and no loss weight: the
   worker pushes ``A · w`` and keeps the raw values in ``metrics`` (``rao/advantage``, ``rao/weight``).
 * transformers marks a GGUF-loaded model quantized although its weights are de-quantized, and
@@ -68,9 +82,8 @@ import os
 import queue
 import threading
 import time
-import typing
 from collections.abc import Callable, Hashable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Literal
 
 os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
@@ -81,7 +94,7 @@ from trl import GRPOConfig, GRPOTrainer  # noqa: E402
 from rao_envs.adapters.sft import CHATML_TRAINING_TEMPLATE, demo_trees, episode_stats  # noqa: E402
 from rao_envs.credit import METHODS, Credit, assign_credit, credit_summary  # noqa: E402
 from rao_envs.errors import ConfigError  # noqa: E402
-from rao_envs.policies.base import Completion, NodeInfo  # noqa: E402
+from rao_envs.policies.base import Completion  # noqa: E402
 from rao_envs.registration import engine_factory, task_spec  # noqa: E402
 from rao_envs.rows import node_rows, tree_rows  # noqa: E402
 from rao_envs.seeding import check_seed  # noqa: E402
@@ -126,7 +139,9 @@ class ChatTokens:
     The first turn renders the chat with ``apply_chat_template(..., add_generation_prompt=True)``.
     Later turns are the previous prompt, the sampled completion, and the rendering of the new
     messages alone, found as TRL's tool loop does: render a dummy exchange with and without
-    them and keep the difference after the dummy's last end-of-turn token.
+    them and keep the difference after the dummy's last end-of-turn token. ``chat_template``
+    overrides the tokenizer's (pass the trainer's: TRL swaps in a prefix-preserving training
+    template for some models, e.g. Qwen3 with tools).
     """
 
     _DUMMY = [{"role": "user", "content": "x"}, {"role": "assistant", "content": "x"}]
@@ -137,6 +152,7 @@ class ChatTokens:
         *,
         eos_token_ids: Sequence[int] | None = None,
         tools: list[Any] | None = None,
+        chat_template: str | None = None,
         chat_template_kwargs: dict[str, Any] | None = None,
     ) -> None:
         self.tokenizer = tokenizer
@@ -144,6 +160,8 @@ class ChatTokens:
         self.kwargs = dict(chat_template_kwargs or {})
         if tools:
             self.kwargs["tools"] = tools
+        if chat_template:
+            self.kwargs["chat_template"] = chat_template
         self._state: dict[Hashable, tuple[list[int], int]] = {}
         self._prefix: list[int] | None = None
 
@@ -572,7 +590,8 @@ class RAOTreeTrainer(GRPOTrainer):
         # TRL requires a reward source; the tree trainer scores nodes with the task's verifiers instead
         super().__init__(model=model, reward_funcs=[task_verifier], args=args, train_dataset=train_dataset,
                          processing_class=processing_class, **kwargs)
-        self.chat = ChatTokens(self._tokenizer, eos_token_ids=self.eos_token_ids, chat_template_kwargs=self.chat_template_kwargs)
+        self.chat = ChatTokens(self._tokenizer, eos_token_ids=self.eos_token_ids, chat_template=self.chat_template,
+                               chat_template_kwargs=self.chat_template_kwargs)
         self.generator = generator or generator_for(self)
         self.sampler = TreeSampler(
             self.env_id, self.generator, self.chat, env_kwargs=self.env_kwargs, max_prompt_length=max_prompt_length,
@@ -768,6 +787,7 @@ class RootRolloutFunc:
     def _sampler_for(self, trainer: Any) -> TreeSampler:
         if self._sampler is None or self._trainer is not trainer:
             chat = ChatTokens(trainer.processing_class, eos_token_ids=trainer.eos_token_ids,
+                              chat_template=getattr(trainer, "chat_template", None),
                               chat_template_kwargs=getattr(trainer, "chat_template_kwargs", None))
             self._sampler = TreeSampler(self.env_id, generator_for(trainer), chat, env_kwargs=self.env_kwargs,
                                         max_prompt_length=self.max_prompt_length,
@@ -884,16 +904,18 @@ class _ToolEnvBase:
     @classmethod
     def bind(cls, trainer: Any = None, *, generator: Generator | None = None, tokenizer: Any = None) -> type:
         """Give delegated children a generation backend: the trainer's own (``bind(trainer)``) or ``generator`` + ``tokenizer``."""
+        template = None
         if trainer is not None:
             generator, tokenizer = generator or generator_for(trainer), tokenizer or trainer.processing_class
-            eos = trainer.eos_token_ids
+            eos, template = trainer.eos_token_ids, getattr(trainer, "chat_template", None)  # TRL's training template
         else:
             if generator is None or tokenizer is None:
                 raise ConfigError("bind(trainer), or bind(generator=..., tokenizer=...)")
             eos = None
         probe = cls()
         cls._generate = generator
-        cls._chat = ChatTokens(tokenizer, eos_token_ids=eos, tools=[getattr(probe, n) for n in cls.tool_names])
+        cls._chat = ChatTokens(tokenizer, eos_token_ids=eos, tools=[getattr(probe, n) for n in cls.tool_names],
+                               chat_template=template)
         return cls
 
     @classmethod
