@@ -7,6 +7,8 @@ import string
 
 import numpy as np
 from gymnasium import spaces
+from gymnasium.error import CustomSpaceError
+from gymnasium.vector.utils import create_shared_memory
 
 #: Printable ASCII plus whitespace: what our ``Text`` spaces accept.
 CHARSET = string.printable
@@ -23,9 +25,31 @@ def sanitize(text: str) -> str:
     return _OUTSIDE.sub("?", text)
 
 
-def text_space(max_length: int) -> spaces.Text:
-    """A ``Text`` space over :data:`CHARSET` that allows the empty string."""
-    return spaces.Text(max_length=max_length, min_length=0, charset=CHARSET)
+class RaoText(spaces.Text):
+    """A Gymnasium ``Text`` space that refuses shared memory, loudly.
+
+    ``AsyncVectorEnv(shared_memory=True)`` (the default of ``gym.make_vec(...,
+    vectorization_mode="async")``) reads a ``Text`` space's shared buffer once, when it is
+    built, so every later text observation comes back as the initial all-zero string with no
+    warning. Our text spaces are this subclass, whose shared-memory hook raises Gymnasium's
+    ``CustomSpaceError``; Gymnasium turns it into a ``ValueError`` that names the fix:
+    ``gym.make_vec(id, vectorization_mode="async", vector_kwargs={"shared_memory": False})``.
+    Everything else behaves exactly as ``spaces.Text``.
+    """
+
+
+@create_shared_memory.register(RaoText)
+def _refuse_shared_memory(space: RaoText, n: int = 1, ctx=None):  # noqa: ANN001 (Gymnasium's hook signature)
+    raise CustomSpaceError(
+        "rao_envs text observations cannot go through AsyncVectorEnv's shared memory (Gymnasium reads a Text "
+        "buffer only once, so every observation would silently be the empty-buffer string). Pass "
+        "vector_kwargs={'shared_memory': False} to gym.make_vec, or shared_memory=False to AsyncVectorEnv."
+    )
+
+
+def text_space(max_length: int, charset: str = CHARSET) -> RaoText:
+    """A :class:`RaoText` space over ``charset`` (default :data:`CHARSET`) that allows the empty string."""
+    return RaoText(max_length=max_length, min_length=0, charset=charset)
 
 
 def node_id_length(max_depth: int, max_nodes: int) -> int:
@@ -44,7 +68,7 @@ def observation_space(
     return spaces.Dict(
         {
             "text": text_space(max_obs_chars),
-            "node": spaces.Text(max_length=max(256, node_id_length(max_depth, max_nodes)), min_length=0, charset=NODE_ID_CHARSET),
+            "node": text_space(max(256, node_id_length(max_depth, max_nodes)), NODE_ID_CHARSET),
             "depth": spaces.Discrete(max_depth + 1),
             "budget": spaces.Box(low=0.0, high=high, shape=(2,), dtype=np.float32),
         }

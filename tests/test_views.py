@@ -115,3 +115,63 @@ def test_budget_observation_vector():
     env = gym.make("rao_envs/Probe-v0", tree_step_budget=20).unwrapped
     obs, _ = env.reset(seed=0)
     np.testing.assert_array_equal(obs["budget"], np.array([5, 15], dtype=np.float32))
+
+
+def test_async_shared_memory_refused_loudly_with_the_fix():
+    """Gymnasium's shared memory reads Text once (all-zero text forever): our spaces refuse it and say the fix."""
+    with pytest.raises(ValueError, match="shared_memory") as err:
+        gym.make_vec("rao_envs/Probe-v0", num_envs=2, vectorization_mode="async")
+    assert "vector_kwargs={'shared_memory': False}" in str(err.value.__cause__)
+
+
+def _vector_oracle_run(mode: str, seeds: list[int]) -> list:
+    from rao_envs.views.gym import unbatch_info
+
+    kw = {"vector_kwargs": {"shared_memory": False}} if mode == "async" else {}
+    envs = gym.make_vec("rao_envs/TextCraft-v0", num_envs=len(seeds), vectorization_mode=mode, difficulty="easy", **kw)
+    probe = gym.make("rao_envs/TextCraft-v0", difficulty="easy").unwrapped
+    oracles = [probe.task.oracle() for _ in seeds]
+    trace = []
+    try:
+        obs, info = envs.reset(seed=seeds)
+        done, solved = np.zeros(len(seeds), bool), np.zeros(len(seeds), bool)
+        for _ in range(200):
+            per_env = unbatch_info(info)
+            assert len(per_env) == len(seeds)
+            actions = [oracles[i]({"text": obs["text"][i], "node": obs["node"][i], "depth": int(obs["depth"][i])}, per_env[i])
+                       if not done[i] else "" for i in range(len(seeds))]
+            trace.append((tuple(obs["text"]), tuple(obs["node"])))
+            obs, reward, term, trunc, info = envs.step(actions)
+            trace.append(tuple(float(r) for r in reward))
+            solved |= term & ~done
+            done |= term | trunc
+            if done.all():
+                break
+        assert solved.all(), "the oracle, fed unbatched infos, finishes every sub-env's root"
+    finally:
+        envs.close()
+    return trace
+
+
+def test_vector_envs_sync_and_async_identical_and_oracle_solves_via_unbatched_info():
+    seeds = [0, 5]
+    sync, async_ = _vector_oracle_run("sync", seeds), _vector_oracle_run("async", seeds)
+    assert sync == async_
+    assert all(t for t in sync[0][0])  # real text, not the empty shared-memory buffer
+
+
+def test_unbatch_info_matches_each_single_env():
+    from rao_envs.views.gym import unbatch_info
+
+    envs = gym.make_vec("rao_envs/TextCraft-v0", num_envs=2, difficulty="medium")
+    try:
+        _, info = envs.reset(seed=[3, 4])
+        per_env = unbatch_info(info)
+    finally:
+        envs.close()
+    for seed, got in zip([3, 4], per_env):
+        _, single = gym.make("rao_envs/TextCraft-v0", difficulty="medium").reset(seed=seed)
+        for key in ("node", "depth", "goal", "steps_left", "node_args", "children", "refused"):
+            assert got[key] == single[key], key
+        assert isinstance(got["node_args"]["targets"], dict) and all(isinstance(v, int) for v in got["node_args"]["targets"].values())
+    assert unbatch_info({}) == []

@@ -10,8 +10,14 @@ left, children's results, refusals: all a scripted policy needs) plus ``messages
 ``rewards`` and ``tree``. Rewards (``reward_mode``): ``"node"`` (default) gives the local reward R of every node that
 ended this step (summed; per-node values in ``info["rewards"]``); ``"root"`` gives only the
 root's score when the episode ends. ``terminated`` when the root finished, ``truncated``
-when it ran out of budget or failed. Use ``AsyncVectorEnv(..., shared_memory=False)``:
-shared memory silently corrupts ``Text`` observations.
+when it ran out of budget or failed.
+
+Vector envs: ``gym.make_vec(id, n)`` (sync) works as is; ``vectorization_mode="async"`` needs
+``vector_kwargs={"shared_memory": False}`` (Gymnasium's shared memory cannot carry ``Text``
+observations; our spaces refuse it with an error that says so, see
+:class:`rao_envs.spaces.RaoText`). A vector env's ``info`` is batched key by key, nested dicts
+included (``node_args["targets"]`` becomes ``{item: array, "_item": mask}``);
+:func:`unbatch_info` gives back one plain ``info`` dict per sub-env.
 """
 
 from __future__ import annotations
@@ -28,6 +34,36 @@ from rao_envs.spaces import observation_space, text_observation, text_space
 from rao_envs.types import Action, EpisodeTree, NodeStatus
 
 REWARD_MODES = ("node", "root")
+
+
+def unbatch_info(info: dict[str, Any], num_envs: int | None = None) -> list[dict[str, Any]]:
+    """Split a Gymnasium vector env's batched ``info`` into one dict per sub-env.
+
+    Undoes ``VectorEnv``'s batching: a key is kept for sub-env ``i`` only where its ``"_key"``
+    mask is true, nested dicts are unbatched recursively, and numpy scalars become Python
+    values. ``num_envs`` defaults to the length of the first mask. ::
+
+        envs = gym.make_vec("rao_envs/TextCraft-v0", num_envs=4)
+        obs, info = envs.reset(seed=0)
+        per_env = unbatch_info(info)          # per_env[i]["node_args"]["targets"] == {item: count}
+    """
+    if num_envs is None:
+        masks = [v for k, v in info.items() if k.startswith("_") and k[1:] in info]
+        if not masks:
+            return []
+        num_envs = len(masks[0])
+    out: list[dict[str, Any]] = [{} for _ in range(num_envs)]
+    for key, value in info.items():
+        if key.startswith("_") and key[1:] in info:
+            continue
+        mask = info.get(f"_{key}")
+        per_env = unbatch_info(value, num_envs) if isinstance(value, dict) else None
+        for i in range(num_envs):
+            if mask is not None and not mask[i]:
+                continue
+            item = per_env[i] if per_env is not None else value[i]
+            out[i][key] = item.item() if hasattr(item, "item") and getattr(item, "ndim", None) == 0 else item
+    return out
 
 
 class RaoEnv(gym.Env):
