@@ -19,7 +19,7 @@ import re
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Literal, Union
 
 import tyro
 
@@ -172,11 +172,7 @@ class Render:
 
 @dataclass
 class Play:
-    """Play a whole tree yourself: act for any waiting node, switch between nodes.
-
-    Type a tool call (`<tool>{...}</tool>`, or the short form `NAME {json args}`), or a
-    command: `:nodes`, `:switch ID`, `:tree`, `:history`, `:help`, `:quit`.
-    """
+    """Play a whole tree yourself: act for any node that can act, switch between nodes (`:help` inside)."""
 
     env_id: Positional[str]
     seed: int = 0
@@ -231,19 +227,48 @@ class Play:
                     for m in node.transcript[1:]:
                         console.print(Text(f"{m['role']}: ", style="bold") + Text(m["content"]))
                 else:
-                    console.print(Text(self.__doc__ or ""))
+                    console.print(Text(PLAY_HELP))
                 continue
+            acted = current
             if current == engine.selection:
                 engine.act(_shorthand(line))  # the engine passes the turn on in its fair order
             else:
                 engine.step(current, _shorthand(line))  # the player switched to another node
-            current = engine.selection or "0"
+            _report(engine, acted, console)
+            # the node acted for stays on screen (its tool's result) until it finishes or waits
+            current = acted if acted in engine.runnable() else (engine.selection or "0")
         print_tree(engine.tree, console)
         console.print(f"root: {engine.tree.root.status.value}, score {engine.tree.root.score}")
         if self.save:
             self.save.write_text(engine.tree.to_json())
             console.print(f"saved {self.save}")
         return 0
+
+
+PLAY_HELP = """\
+Act for the node shown: a tool call, either the short form  NAME {json args}
+  e.g.  finish {"result": "42"}
+or one or more <tool>{"name": ..., "args": {...}}</tool> blocks on one line. Several
+delegate calls in one turn open those children in parallel:
+  <tool>{"name": "delegate", "args": {"goal": "part A", ...}}</tool><tool>{"name": "delegate", "args": {"goal": "part B", ...}}</tool>
+(the system prompt lists each task's delegate arguments). The node waits for its children;
+each child is a node you play in turn, and its result comes back to the parent.
+After you act, the node stays on screen until it finishes or waits; then play moves on.
+Commands: :nodes (every node and its status)  :switch ID (act for another runnable node)
+          :tree  :history (this node's messages)  :help  :quit"""
+
+
+def _report(engine, node_id: str, console) -> None:
+    """Tell the player what became of the node they acted for, when it finished or now waits."""
+    from rich.text import Text
+
+    node = engine.tree.nodes[node_id]
+    if node.status.ended:
+        result = "" if node.result is None else f" result {json.dumps(node.result)[:200]}"
+        console.print(Text(f"node {node_id} ended: {node.status.value}, score {node.score}{result}", style="bold green"))
+    elif node.status.value == "waiting":
+        open_ = [c for c in node.children if not engine.tree.nodes[c].status.ended]
+        console.print(Text(f"node {node_id} waits for its children {', '.join(open_)}", style="bold"))
 
 
 def _shorthand(line: str) -> str:
@@ -289,7 +314,7 @@ class NewTask:
 
 @dataclass
 class SandboxBuildImage:
-    """Build the offline container image for the ``docker`` sandbox backend (Podman or Docker)."""
+    """Build the offline container image for the 'docker' sandbox backend (Podman or Docker)."""
 
     tag: str = "localhost/rao-envs-sandbox:latest"
     """Image tag (the docker backend's default; or set RAO_SANDBOX_IMAGE)."""
@@ -337,12 +362,14 @@ class Rollout:
     policy_version: int | None = None
     out: Path = Path("trees.jsonl")
     progress: bool = True
+    max_infra_frac: float = 0.25
+    """Exit with status 1 when more than this fraction of nodes ended in infra_error (the trees are saved anyway)."""
     kw: list[str] = field(default_factory=list)
     """Extra make() kwargs as KEY=VALUE, e.g. difficulty=hard lam=0.4."""
     load: list[str] = field(default_factory=list)
 
     def run(self) -> int:
-        """Run the batch, save the JSONL, print a one-line summary."""
+        """Run the batch, save the JSONL, print a one-line summary; non-zero exit when too many requests failed."""
         import asyncio
         import os
 
@@ -379,7 +406,18 @@ class Rollout:
             f"{len(trees)} trees ({st.nodes} nodes, {st.calls} calls, {st.infra_errors} infra errors) in {st.wall_s:.1f}s; "
             f"{solved} roots solved; saved {self.out}"
         )
+        return _infra_verdict(st.infra_errors, st.nodes, self.max_infra_frac, st.errors)
+
+
+def _infra_verdict(infra: int, nodes: int, max_frac: float, errors: list[str]) -> int:
+    """0, or 1 with a message on stderr when every node, or more than ``max_frac`` of them, hit an infra error."""
+    if not nodes or infra <= max_frac * nodes and infra < nodes:
         return 0
+    what = "every request failed" if infra >= nodes else f"{infra} of {nodes} nodes ({infra / nodes:.0%}) ended in infra_error"
+    first = f"; first error: {errors[0]}" if errors else ""
+    print(f"rao-envs rollout: {what}, over --max-infra-frac {max_frac:g}{first}. Check --base-url and --model "
+          "(is the server up?); the trees were saved.", file=sys.stderr)
+    return 1
 
 
 @dataclass
@@ -417,7 +455,7 @@ class Demos:
     """Write the task oracle's trees as chat SFT rows (one per node; its own assistant turns are the targets).
 
     -n tasks (seeds seed-start, ...). TRL's SFTTrainer reads the Parquet file as is:
-    ``SFTTrainer(model, args=SFTConfig(assistant_only_loss=True), train_dataset=Dataset.from_parquet(OUT))``.
+    SFTTrainer(model, args=SFTConfig(assistant_only_loss=True), train_dataset=Dataset.from_parquet(OUT)).
     """
 
     env_id: Positional[str]
@@ -456,11 +494,15 @@ COMMANDS = {
 }
 
 
+def _summary(cls: type) -> str:
+    """The first paragraph of a command's docstring: its line in ``rao-envs --help``."""
+    return " ".join((cls.__doc__ or "").strip().split("\n\n")[0].split())
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``rao-envs`` script."""
-    cmd = tyro.extras.subcommand_cli_from_dict(
-        {name: Annotated[cls, tyro.conf.arg(name=name)] for name, cls in COMMANDS.items()}, args=argv, prog="rao-envs"
-    )
+    choices = [Annotated[cls, tyro.conf.subcommand(name=name, description=_summary(cls))] for name, cls in COMMANDS.items()]
+    cmd = tyro.cli(Union[tuple(choices)], args=argv, prog="rao-envs")  # noqa: UP007 (a runtime Union of the commands)
     return cmd.run()
 
 

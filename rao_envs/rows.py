@@ -29,6 +29,7 @@ round-trip rows through a Hugging Face ``datasets.Dataset`` and Parquet (importe
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal, Protocol
@@ -239,6 +240,14 @@ def rows_from_trees(
     for i, tree in enumerate(trees):
         tid = tree.tree_id or f"{task_id(tree)}#{i}"
         rows += tree_rows(tree, tokenizer, mode=mode, credit=credit, tree_index=i, tree_id=tid)
+    if not rows and trees and credit.dropped_groups:
+        warnings.warn(
+            f"rows_from_trees: 0 rows from {len(trees)} trees: credit dropped all {len(credit.dropped_groups)} task "
+            "groups. A group needs at least 2 trees of the same task (group_size >= 2) for its leave-one-out baseline, "
+            "and a group whose rewards are all equal carries no signal and is dropped unless you pass "
+            "drop_no_signal=False (its advantages are then 0).",
+            stacklevel=2,
+        )
     return rows
 
 

@@ -52,6 +52,7 @@ def test_play_whole_tree_switching_nodes(tmp_path):
     moves = [
         'delegate {"expr": "(1 + 2)"}',  # root waits on 0.0
         ":nodes",
+        ":help",
         ":switch 0",  # not runnable: an error message, stays on 0.0
         'calc {"a": 1, "op": "+", "b": 2}',
         'finish {"result": 3}',
@@ -61,8 +62,22 @@ def test_play_whole_tree_switching_nodes(tmp_path):
     out = run("play", "Toy-v0", "--seed", "0", "--kw", "difficulty=easy", "--save", str(save), input="\n".join(moves) + "\n")
     assert out.returncode == 0, out.stderr
     assert "cannot act now" in out.stdout and "[sub-agent 0.0 finished] 3" in out.stdout
+    assert "node 0 waits for its children 0.0" in out.stdout and "node 0.0 ended: finished, score 1.0 result 3" in out.stdout
+    assert "open those children in parallel" in out.stdout  # :help shows parallel delegation
     tree = EpisodeTree.from_json(save.read_text())
     assert tree.nodes["0.0"].score == 1.0 and tree.root.status.value == "finished"
+
+
+def test_play_stays_on_the_node_acted_for_until_it_finishes():
+    from rao_envs.types import Action
+
+    two = Action(name="delegate", args={"expr": "(1 + 2)"}).to_text() + Action(name="delegate", args={"expr": "(2 + 2)"}).to_text()
+    moves = [two, 'calc {"a": 1, "op": "+", "b": 2}', 'finish {"result": 3}', 'finish {"result": 4}', 'finish {"result": 0}']
+    out = run("play", "Toy-v0", "--seed", "0", "--kw", "difficulty=easy", input="\n".join(moves) + "\n")
+    assert out.returncode == 0, out.stderr
+    order = re.findall(r"(?:^|\s)([0-9][\d.]*)> ", out.stdout)
+    assert order[:4] == ["0", "0.0", "0.0", "0.1"], order  # after the calc, 0.0 is shown again (its result), not 0.1
+    assert "node 0.0 ended: finished" in out.stdout and "node 0.1 ended: finished" in out.stdout
 
 
 def test_new_task_from_template_passes_conformance(tmp_path):
@@ -120,3 +135,14 @@ def test_non_editable_install_layout(tmp_path):
     assert out.returncode == 0, out.stderr
     path, ids = json.loads(out.stdout)
     assert path.startswith(str(target)) and "TextCraft-v0" in ids
+
+
+def test_help_has_one_line_per_command_and_no_rst_markup():
+    out = run("--help")
+    assert out.returncode == 0
+    assert "``" not in out.stdout and ":class:" not in out.stdout
+    for cmd in ("rollout", "demos", "play", "sandbox-build-image"):
+        sub = run(cmd, "--help")
+        assert sub.returncode == 0 and "``" not in sub.stdout, cmd
+    listing = out.stdout.split("subcommands")[1]
+    assert "-n tasks" not in listing and "Type a tool call" not in listing  # no stray second paragraphs

@@ -62,3 +62,25 @@ def test_view_missing_file_names_the_fix(tmp_path, capsys):
 
     with pytest.raises(SystemExit, match="rao-envs rollout"):
         main(["view", str(tmp_path / "nope.jsonl")])
+
+
+def test_cli_rollout_fails_loudly_when_every_request_failed(tmp_path, capsys):
+    import socket
+
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    out = tmp_path / "t.jsonl"
+    rc = main(["rollout", "Toy-v0", "--base-url", f"http://127.0.0.1:{port}/v1", "-n", "2", "--group-size", "1",
+               "--retries", "0", "--timeout", "5", "--out", str(out), "--no-progress"])
+    assert rc == 1
+    err = capsys.readouterr().err
+    assert "every request failed" in err and "--base-url" in err
+    assert len(load_trees(str(out))) == 2  # saved anyway: nothing is lost
+
+
+def test_infra_verdict_threshold():
+    from rao_envs.cli import _infra_verdict
+
+    assert _infra_verdict(0, 10, 0.25, []) == 0 and _infra_verdict(2, 10, 0.25, []) == 0 and _infra_verdict(0, 0, 0.0, []) == 0
+    assert _infra_verdict(3, 10, 0.25, ["t: boom"]) == 1 and _infra_verdict(10, 10, 1.0, []) == 1

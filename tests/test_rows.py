@@ -146,3 +146,10 @@ def test_round_trip_datasets_and_parquet(tmp_path):
 
     again = datasets.Dataset.from_parquet(str(path))
     assert again.to_list() == back
+
+
+def test_zero_rows_after_no_signal_dropping_warns_with_the_fix():
+    trees = oracle_trees(seeds=(0, 0))  # one task, two trees the oracle solves: equal rewards, no signal
+    with pytest.warns(UserWarning, match="drop_no_signal=False"):
+        assert rows_from_trees(trees, ChatMLTokenizer()) == []
+    assert rows_from_trees(trees, ChatMLTokenizer(), drop_no_signal=False)
