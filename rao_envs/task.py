@@ -3,6 +3,8 @@ a verifier and an oracle. The engine (:mod:`rao_envs.tree`) does all tree bookke
 
 A minimal task (see ``envs/_template.py`` for a full, copy-me version)::
 
+    from rao_envs import Task, TaskInstance, tool
+
     class Echo(Task):
         name = "Echo"
         def generate(self, rng):

@@ -87,6 +87,10 @@ class TreeEngine:
     Call :meth:`reset`, then until :attr:`done`: read :meth:`observe` (and :meth:`node_info`)
     of the :attr:`selection` and :meth:`act` on it, which returns a :class:`StepOutcome`::
 
+        import rao_envs
+
+        engine = rao_envs.make_engine("Toy-v0")
+        policy = lambda text, info: '<tool>{"name": "finish", "args": {"result": 0}}</tool>'  # any (text, NodeInfo) -> action
         engine.reset(seed=0)
         while not engine.done:
             out = engine.act(policy(engine.observe(), engine.node_info()))

@@ -3,6 +3,12 @@
 Everything here is a pydantic model (or a ``TypedDict`` validated by pydantic), so a whole
 :class:`EpisodeTree` serialises to JSON and loads back equal::
 
+    import rao_envs
+    from rao_envs.rollout import run_sync
+    from rao_envs.types import EpisodeTree
+
+    engine = rao_envs.make_engine("Toy-v0")
+    tree = run_sync(engine, engine.task.oracle(), seed=0)
     tree2 = EpisodeTree.model_validate_json(tree.model_dump_json())
     assert tree2 == tree
 """
@@ -70,7 +76,12 @@ class Action(BaseModel):
 
     Programmatic users may pass an ``Action`` to ``step`` instead of text::
 
-        env.step(Action.delegate("Sum the first half", numbers=[3, 4]))
+        import gymnasium as gym
+        from rao_envs import Action
+
+        env = gym.make("rao_envs/Toy-v0")
+        env.reset(seed=0)
+        env.step(Action.delegate("Compute (1 + 2)", expr="(1 + 2)"))
     """
 
     model_config = ConfigDict(frozen=True)

@@ -752,6 +752,10 @@ class RootRolloutFunc:
     its own group advantages over the copies (set ``scale_rewards="none"`` to match RAO's
     no-std baseline). For per-node advantages use :class:`RAOTreeTrainer`::
 
+        from trl import GRPOConfig, GRPOTrainer
+        from rao_envs.adapters.trl import RootRolloutFunc, root_reward
+
+        model = ...  # any HF causal LM
         rollout = RootRolloutFunc("Toy-v0", env_kwargs={"difficulty": "easy"})
         GRPOTrainer(model, reward_funcs=[root_reward], train_dataset=rollout.dataset(range(512)),
                     rollout_func=rollout, args=GRPOConfig(...))
@@ -1006,6 +1010,10 @@ def tool_environment(env_id: str, *, env_kwargs: dict[str, Any] | None = None, m
     tool's output) and ``finish``; ``get_reward`` is the root's local reward. Root only: the
     children's turns are generated, not trained (use :class:`RAOTreeTrainer` for that)::
 
+        from trl import GRPOConfig, GRPOTrainer
+        from rao_envs.adapters.trl import tool_environment
+
+        model, tok = ..., ...  # any HF causal LM that speaks tool calls, and its tokenizer
         Env = tool_environment("Toy-v0", env_kwargs={"difficulty": "easy"})
         trainer = GRPOTrainer(model, args=GRPOConfig(...), train_dataset=Env.dataset(range(256)),
                               environment_factory=Env, processing_class=tok)

@@ -8,7 +8,7 @@ task-specific :class:`DiscreteAdapter`, named when the task is registered
 active node as integers and summarises the node as a fixed-size ``float32`` vector, so a small
 PPO policy (CleanRL, Stable-Baselines3 ``MaskablePPO``) can learn *when to delegate* on a CPU::
 
-    import gymnasium as gym, rao_envs
+    import gymnasium as gym, numpy as np, rao_envs
     env = gym.make("rao_envs/<Name>Discrete-v0", difficulty="medium")      # delegate=False: flat baseline
     obs, info = env.reset(seed=0)
     mask = info["action_mask"]                                            # int8, 1 = admissible

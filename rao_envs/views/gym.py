@@ -43,6 +43,9 @@ def unbatch_info(info: dict[str, Any], num_envs: int | None = None) -> list[dict
     mask is true, nested dicts are unbatched recursively, and numpy scalars become Python
     values. ``num_envs`` defaults to the length of the first mask. ::
 
+        import gymnasium as gym
+        from rao_envs.views.gym import unbatch_info
+
         envs = gym.make_vec("rao_envs/TextCraft-v0", num_envs=4)
         obs, info = envs.reset(seed=0)
         per_env = unbatch_info(info)          # per_env[i]["node_args"]["targets"] == {item: count}
