@@ -230,7 +230,12 @@ def plot_learning(results: list[dict], path: Path, title: str) -> None:
             steps = sorted({p["step"] for r in runs for p in r["curve"] if d in p})
             ys = np.array([[next((p[d] for p in r["curve"] if p["step"] == s and d in p), np.nan) for s in steps] for r in runs]) * 100
             mean = np.nanmean(ys, axis=0)
-            ax.plot(steps, mean, marker="o", ms=3, color=colors[variant], label=f"{variant} ({len(runs)} seed{'s' * (len(runs) > 1)})")
+            label = f"{variant} ({len(runs)} seed{'s' * (len(runs) > 1)})"
+            if len(steps) < 3:  # a line through two evaluations would suggest a trend nobody measured: points only
+                spread = np.vstack([mean - np.nanmin(ys, axis=0), np.nanmax(ys, axis=0) - mean]) if len(runs) > 1 else None
+                ax.errorbar(steps, mean, yerr=spread, fmt="o", ms=5, capsize=3, color=colors[variant], label=label)
+                continue
+            ax.plot(steps, mean, marker="o", ms=3, color=colors[variant], label=label)
             if len(runs) > 1:
                 ax.fill_between(steps, np.nanmin(ys, axis=0), np.nanmax(ys, axis=0), color=colors[variant], alpha=0.2)
         ax.set_title(f"{d} val (max_depth {results[0]['max_depth'][d]})", fontsize=9)

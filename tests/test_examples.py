@@ -66,3 +66,27 @@ def test_delegation_benchmark_quick(tmp_path):
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     for name in ("learning.png", "table.md", "results.json"):
         assert (tmp_path / "out" / name).exists()
+
+
+def test_demo_plot_draws_two_evaluations_as_points_not_a_trend(tmp_path, monkeypatch):
+    import importlib.util
+
+    import matplotlib.figure
+
+    spec = importlib.util.spec_from_file_location("rao_demo", DEMO)
+    demo = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, "rao_demo", demo)  # dataclasses look their module up
+    spec.loader.exec_module(demo)
+    figures = []
+    monkeypatch.setattr(matplotlib.figure.Figure, "savefig", lambda self, *a, **k: figures.append(self))
+
+    def run(variant, seed, curve):
+        return {"variant": variant, "seed": seed, "curve": curve, "final": {"easy": 1.0}, "max_depth": {"easy": 2}}
+
+    two = [{"step": 0, "easy": 0.1}, {"step": 100, "easy": 0.9}]
+    demo.plot_learning([run("delegate", 0, two), run("delegate", 1, two), run("flat", 0, two)], tmp_path / "p.png", "t")
+    ax = figures[-1].axes[0]
+    assert ax.lines and all(line.get_linestyle() == "None" for line in ax.lines)  # markers only, no connecting line
+    many = [{"step": s, "easy": s / 300} for s in (0, 100, 200, 300)]
+    demo.plot_learning([run("delegate", 0, many)], tmp_path / "q.png", "t")
+    assert any(line.get_linestyle() == "-" for line in figures[-1].axes[0].lines)  # a real curve is drawn as one
