@@ -347,3 +347,28 @@ def test_gpu_benchmark_cpu_dry_run(tmp_path):
     import json
 
     assert json.loads((tmp_path / "r.json").read_text())["steps"][0]["rows"] > 0
+
+
+def test_shared_prefix_generation_equals_plain(tiny):
+    """share_prefix runs the system prompt once per batch: same tokens, same logprobs as plain left-padded batches."""
+    import rao_envs
+    from rao_envs.adapters.trl import ChatTokens, HFGenerator, Request, _common_prefix
+
+    model, tok = tiny
+    engine = rao_envs.make_engine("Toy-v0", difficulty="easy")
+    chat = ChatTokens(tok)
+    reqs = []
+    for seed in range(4):
+        engine.reset(seed)
+        reqs.append(Request(chat.prompt(("t", seed), [{"role": "system", "content": engine.system_prompt},
+                                                    {"role": "user", "content": engine.observe()}]), [], {}))
+    assert _common_prefix([r.prompt_ids for r in reqs]) >= 32
+    assert _common_prefix([[1, 2, 3], [1, 2, 3]]) == 2 and _common_prefix([[1], [2]]) == 0
+    for sample in (False, True):
+        torch.manual_seed(0)
+        plain = HFGenerator(model, tok, max_new_tokens=12, do_sample=sample)(reqs)
+        torch.manual_seed(0)
+        shared = HFGenerator(model, tok, max_new_tokens=12, do_sample=sample, share_prefix=32)(reqs)
+        assert [g.token_ids for g in plain] == [g.token_ids for g in shared]
+        for a, b in zip(plain, shared):
+            assert max(abs(x - y) for x, y in zip(a.logprobs, b.logprobs)) < 1e-4

@@ -22,14 +22,7 @@ from pathlib import Path
 
 import pytest
 
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.skipif(
-        os.environ.get("RAO_TRL_SLOW_LANE") != "1",
-        reason="the SmolLM2 TRL runs on CPU are not yet timed against CI's 90-minute budget (over 10 minutes each); "
-        "RAO_TRL_SLOW_LANE=1 runs them",
-    ),
-]
+pytestmark = pytest.mark.slow
 torch = pytest.importorskip("torch")
 pytest.importorskip("trl")
 

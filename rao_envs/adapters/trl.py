@@ -89,6 +89,7 @@ from typing import Any, Literal
 os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
 
 import torch  # noqa: E402
+import transformers  # noqa: E402
 from trl import GRPOConfig, GRPOTrainer  # noqa: E402
 
 from rao_envs.adapters.sft import CHATML_TRAINING_TEMPLATE, demo_trees, episode_stats  # noqa: E402
@@ -233,12 +234,19 @@ def _cut_at_eos(ids: list[int], eos: set[int]) -> list[int]:
     return ids
 
 
+#: the keyword ``generate`` takes a precomputed KV cache under (renamed in transformers 5)
+_CACHE_KWARG = "cache" if int(transformers.__version__.split(".")[0]) >= 5 else "past_key_values"
+
+
 class HFGenerator:
     """Batched ``model.generate`` with the sampled tokens' logprobs (``log_softmax(logits / temperature)``).
 
     ``HFGenerator.for_trainer(trainer)`` uses the trainer's model, generation config and
     unwrapping (DeepSpeed/FSDP) exactly as TRL's own generation path does; the plain
-    constructor serves any model (evaluation, tests).
+    constructor serves any model (evaluation, tests). ``share_prefix=k`` (off by default): when
+    every prompt of a batch starts with the same ``k`` or more tokens (the system prompt), that
+    prefix goes through the model once and its KV cache is repeated for each row (the rest of
+    each row is padded after it), which removes most of the prefill on long shared prompts.
     """
 
     def __init__(
@@ -253,10 +261,12 @@ class HFGenerator:
         batch_size: int | None = None,
         generation_config: Any = None,
         trainer: GRPOTrainer | None = None,
+        share_prefix: int = 0,
     ) -> None:
         from transformers import GenerationConfig
 
         self.model, self.tokenizer, self.trainer = model, tokenizer, trainer
+        self.share_prefix = share_prefix
         self.eos = list(eos_token_ids) if eos_token_ids else [tokenizer.eos_token_id]
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else self.eos[0]
         self.temperature = temperature if do_sample else 1.0
@@ -310,16 +320,27 @@ class HFGenerator:
             device = next(model.parameters()).device
             for start in range(0, len(requests), step):
                 chunk = [r.prompt_ids for r in requests[start: start + step]]
-                width = max(len(p) for p in chunk)
-                ids = torch.full((len(chunk), width), self.pad_id, dtype=torch.long)
+                shared = _common_prefix(chunk) if self.share_prefix and len(chunk) > 1 else 0
+                shared = shared if shared >= self.share_prefix else 0
+                width = max(len(p) for p in chunk) - shared  # the rows after the shared prefix, left-padded
+                ids = torch.full((len(chunk), shared + width), self.pad_id, dtype=torch.long)
                 attn = torch.zeros_like(ids)
                 for i, p in enumerate(chunk):
-                    ids[i, width - len(p):] = torch.tensor(p)
-                    attn[i, width - len(p):] = 1
+                    ids[i, :shared] = torch.tensor(p[:shared], dtype=torch.long)
+                    attn[i, :shared] = 1
+                    ids[i, shared + width - (len(p) - shared):] = torch.tensor(p[shared:], dtype=torch.long)
+                    attn[i, shared + width - (len(p) - shared):] = 1
+                extra = {}
+                if shared:  # one forward pass over the prefix every row shares, its cache repeated per row
+                    out_prefix = model(input_ids=ids[:1, :shared].to(device), use_cache=True)
+                    cache = out_prefix.cache if _CACHE_KWARG == "cache" else out_prefix.past_key_values
+                    cache.batch_repeat_interleave(len(chunk))
+                    extra[_CACHE_KWARG] = cache
                 res = model.generate(
                     input_ids=ids.to(device), attention_mask=attn.to(device), generation_config=self.generation_config,
+                    **extra,
                 )
-                seqs = res.sequences[:, width:]
+                seqs = res.sequences[:, shared + width:]
                 lps = torch.stack([
                     torch.log_softmax(logits.float() / self.temperature, dim=-1).gather(-1, seqs[:, t: t + 1]).squeeze(-1)
                     for t, logits in enumerate(res.logits)
@@ -476,6 +497,16 @@ def task_dataset(env_id: str, seeds: Iterable[int]):
     })
 
 
+def _common_prefix(rows: Sequence[Sequence[int]]) -> int:
+    """Length of the longest prefix every row shares, leaving each row at least one token of its own."""
+    first, n = rows[0], min(len(r) for r in rows) - 1
+    for k in range(max(n, 0)):
+        t = first[k]
+        if any(r[k] != t for r in rows):
+            return k
+    return max(n, 0)
+
+
 def evaluate(
     model: Any,
     tokenizer: Any,
@@ -488,10 +519,15 @@ def evaluate(
     temperature: float = 1.0,
     batch_size: int | None = None,
     protocol: str = "tool",
+    share_prefix: int = 32,
 ) -> dict[str, float]:
-    """Run one tree per seed with ``model`` and return :func:`rao_envs.adapters.sft.episode_stats` (valid actions, root success)."""
+    """Run one tree per seed with ``model`` and return :func:`rao_envs.adapters.sft.episode_stats` (valid actions, root success).
+
+    ``share_prefix``: a batch whose prompts share at least this many leading tokens (the system
+    prompt) runs them through the model once (:class:`HFGenerator`); 0 turns it off.
+    """
     gen = HFGenerator(model, tokenizer, max_new_tokens=max_new_tokens, temperature=temperature, do_sample=not greedy,
-                      batch_size=batch_size)
+                      batch_size=batch_size, share_prefix=share_prefix)
     sampler = TreeSampler(env_id, gen, ChatTokens(tokenizer, eos_token_ids=gen.eos), env_kwargs=env_kwargs)
     trees = sampler.run(list(seeds))
     return episode_stats(trees, protocol)
