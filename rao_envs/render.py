@@ -1,4 +1,4 @@
-"""Terminal rendering of episode trees with rich: id, goal, status, steps, score, reward."""
+"""Rendering of episode trees: rich text for the terminal (id, goal, status, steps, score, reward), or an RGB image."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import io
 from rich.console import Console
 from rich.tree import Tree
 
+from rao_envs.errors import ConfigError
 from rao_envs.types import EpisodeTree, Node, NodeStatus
 
 STATUS_STYLE = {
@@ -68,12 +69,40 @@ def print_tree(tree: EpisodeTree, console: Console | None = None) -> None:
     (console or Console()).print(build_rich_tree(tree))
 
 
-def render_for_mode(tree: EpisodeTree | None, render_mode: str | None) -> str | None:
-    """What a view's ``render()`` returns: text for ``"ansi"``; prints for ``"human"``."""
+#: the render modes every view offers
+RENDER_MODES = ["ansi", "human", "rgb_array"]
+
+
+def render_tree_image(tree: EpisodeTree, width_px: int = 960):
+    """The tree's text drawn as an ``(H, W, 3)`` uint8 image (``"rgb_array"``; needs matplotlib).
+
+    What video recorders (Gymnasium's ``RecordVideo``) and SB3's ``make_vec_env``, which asks
+    for ``render_mode="rgb_array"``, expect from ``render()``.
+    """
+    try:
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
+    except ImportError:  # pragma: no cover - depends on the environment
+        raise ConfigError('render_mode="rgb_array" draws with matplotlib: pip install matplotlib') from None
+    import numpy as np
+
+    lines = render_tree_text(tree).splitlines()[:80] or [""]
+    dpi = 100
+    fig = Figure(figsize=(width_px / dpi, (14 * len(lines) + 20) / dpi), dpi=dpi, facecolor="white")
+    fig.text(0.01, 0.99, "\n".join(line[:140] for line in lines), family="monospace", fontsize=8, va="top")
+    canvas = FigureCanvasAgg(fig)  # off-screen: no pyplot, no global backend change
+    canvas.draw()
+    return np.ascontiguousarray(np.asarray(canvas.buffer_rgba())[..., :3])
+
+
+def render_for_mode(tree: EpisodeTree | None, render_mode: str | None):
+    """What a view's ``render()`` returns: text for ``"ansi"``, an RGB array for ``"rgb_array"``; prints for ``"human"``."""
     if tree is None:
         return None
     if render_mode == "ansi":
         return render_tree_text(tree)
+    if render_mode == "rgb_array":
+        return render_tree_image(tree)
     if render_mode == "human":
         print_tree(tree)
     return None

@@ -102,3 +102,19 @@ def test_delegate_all_only_variant_and_depth_free_observation():
     assert not any("depth" in n for n in env.feature_names)  # nothing a medium-trained policy could key on
     info, _ = run(env, rule_policy(env), 0)
     assert info["root_score"] == 1.0 and info["nodes"] > 1
+
+
+def test_sb3_action_masker_and_maskable_ppo_need_no_glue():
+    """`ActionMasker(gym.make(id), lambda e: e.action_masks())` and MaskablePPO on make_vec_env work as written."""
+    sb3_contrib = pytest.importorskip("sb3_contrib")
+    from sb3_contrib.common.wrappers import ActionMasker
+    from stable_baselines3.common.env_util import make_vec_env
+
+    env = ActionMasker(gym.make("rao_envs/TextCraftDiscrete-v0", difficulty="easy"), lambda e: e.action_masks())
+    env.reset(seed=0)
+    assert env.action_masks().dtype == bool or env.action_masks().dtype.kind in "iub"
+    vec = make_vec_env("rao_envs/TextCraftDiscrete-v0", n_envs=2, seed=0, env_kwargs={"difficulty": "easy"})
+    model = sb3_contrib.MaskablePPO("MlpPolicy", vec, n_steps=32, batch_size=32, n_epochs=1, seed=0, device="cpu")
+    model.learn(total_timesteps=64)
+    assert model.num_timesteps >= 64
+    vec.close()

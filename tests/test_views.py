@@ -50,7 +50,15 @@ def test_gym_bad_kwargs_are_typed_errors():
     with pytest.raises(ConfigError, match="reward_mode"):
         gym.make("rao_envs/Probe-v0", reward_mode="sum")
     with pytest.raises(ConfigError, match="render_mode"), pytest.warns(UserWarning, match="not in the possible render_modes"):
-        gym.make("rao_envs/Probe-v0", render_mode="rgb_array")  # gymnasium warns first, then we raise
+        gym.make("rao_envs/Probe-v0", render_mode="rgb_ary")  # gymnasium warns first, then we raise
+
+
+def test_rgb_array_render_is_an_image():
+    """SB3's make_vec_env asks for render_mode="rgb_array"; video recorders read it."""
+    env = gym.make("rao_envs/Probe-v0", render_mode="rgb_array")
+    env.reset(seed=0)
+    frame = env.render()
+    assert frame.dtype == np.uint8 and frame.ndim == 3 and frame.shape[2] == 3 and frame.min() < 255
 
 
 def test_gym_observation_sanitised_into_space():

@@ -41,6 +41,7 @@ from gymnasium import spaces
 
 from rao_envs.errors import ActionTypeError, ConfigError, ResetNeededError
 from rao_envs.registration import make_engine, task_spec
+from rao_envs.render import RENDER_MODES
 from rao_envs.seeding import check_seed, fresh_seed
 from rao_envs.tree import TreeEngine
 from rao_envs.types import Action, EpisodeTree, NodeStatus
@@ -114,7 +115,7 @@ class DiscreteRaoEnv(gym.Env):
     and :attr:`tree` holds it.
     """
 
-    metadata = {"render_modes": ["ansi", "human"], "render_fps": 4}
+    metadata = {"render_modes": RENDER_MODES, "render_fps": 4}
 
     def __init__(
         self,
@@ -229,7 +230,7 @@ class DiscreteRaoEnv(gym.Env):
         }
 
     def render(self) -> str | None:
-        """``"ansi"``: the tree as text; ``"human"``: print it with rich."""
+        """``"ansi"``: the tree as text; ``"rgb_array"``: it as an image; ``"human"``: print it with rich."""
         from rao_envs.render import render_for_mode
 
         return render_for_mode(self.engine.tree, self.render_mode)

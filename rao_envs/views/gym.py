@@ -29,6 +29,7 @@ import gymnasium as gym
 from rao_envs.errors import ConfigError, ResetNeededError
 from rao_envs.policies.base import Completion
 from rao_envs.registration import make_engine
+from rao_envs.render import RENDER_MODES
 from rao_envs.seeding import check_seed, fresh_seed
 from rao_envs.spaces import observation_space, text_observation, text_space
 from rao_envs.types import Action, EpisodeTree, NodeStatus
@@ -72,7 +73,7 @@ def unbatch_info(info: dict[str, Any], num_envs: int | None = None) -> list[dict
 class RaoEnv(gym.Env):
     """A recursive task as a single-agent Gymnasium env (see module docstring)."""
 
-    metadata = {"render_modes": ["ansi", "human"], "render_fps": 4}
+    metadata = {"render_modes": RENDER_MODES, "render_fps": 4}
 
     def __init__(self, task_id: str, render_mode: str | None = None, reward_mode: str = "node", **kwargs: Any):
         if render_mode is not None and render_mode not in self.metadata["render_modes"]:
@@ -142,7 +143,7 @@ class RaoEnv(gym.Env):
         return info
 
     def render(self) -> str | None:
-        """``"ansi"``: the tree as text; ``"human"``: print it with rich."""
+        """``"ansi"``: the tree as text; ``"rgb_array"``: it as an image; ``"human"``: print it with rich."""
         from rao_envs.render import render_for_mode
 
         return render_for_mode(self.engine.tree, self.render_mode)
