@@ -85,7 +85,7 @@ class CodeSynthOracle:
         """view_spec, write_function with the reference source, run_tests."""
         name = fn["name"]
         yield Action.tool("view_spec", names=[name]).to_text()
-        yield Action(name="write_function", args={"name": name, "source": fn["source"]}).to_text()
+        yield Action.tool("write_function", name=name, source=fn["source"]).to_text()
         self.stats["written"] += 1
-        yield Action(name="run_tests", args={"name": name}).to_text()
+        yield Action.tool("run_tests", name=name).to_text()
         return name

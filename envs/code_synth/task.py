@@ -67,17 +67,21 @@ class CodeSynth(Task):
         call_timeout: float = 1.0,
     ) -> None:
         super().__init__(difficulty, split)
-        from rao_envs.sandboxes import BACKENDS, available_backends, default_backend
+        from rao_envs.sandboxes import BACKENDS, SandboxUnavailable, default_backend
 
         backend = sandbox or default_backend()
         if backend not in BACKENDS:
             raise ConfigError(f"{self.name}: sandbox must be one of {list(BACKENDS)}, got {sandbox!r}")
         if backend == "local":
-            reason = available_backends().get("local")
-            if reason:
-                from rao_envs.sandboxes import SandboxUnavailable
+            from rao_envs.sandboxes.local import LocalSandbox
 
-                raise SandboxUnavailable(f"{self.name} runs model code in the 'local' sandbox, which is unavailable: {reason}")
+            try:
+                LocalSandbox.check_available()
+            except SandboxUnavailable as exc:
+                raise SandboxUnavailable(
+                    f"{self.name} runs model code in the 'local' sandbox, which is unavailable here: {exc} "
+                    "(or pass sandbox='docker')"
+                ) from None
         if isinstance(memory_mb, bool) or not isinstance(memory_mb, int) or not 64 <= memory_mb <= 4096:
             raise ConfigError(f"{self.name}: memory_mb must be an integer from 64 to 4096, got {memory_mb!r}")
         if isinstance(call_timeout, bool) or not isinstance(call_timeout, (int, float)) or not 0.05 <= call_timeout <= 30:
