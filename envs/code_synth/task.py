@@ -264,7 +264,8 @@ def check_source(fn: dict[str, Any], source: str) -> None:
     try:
         tree = ast.parse(source)
     except SyntaxError as exc:
-        raise ToolError(f"syntax error in {name}: {exc.msg} (line {exc.lineno}); nothing was written") from None
+        where = f" (line {exc.lineno})" if exc.lineno else ""
+        raise ToolError(f"syntax error in {name}: {exc.msg}{where}; nothing was written") from None
     except (ValueError, RecursionError, MemoryError, OverflowError) as exc:
         raise ToolError(f"could not parse the source of {name} ({type(exc).__name__}); nothing was written") from None
     defs = [n for n in tree.body if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))]
