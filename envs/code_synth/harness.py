@@ -9,8 +9,9 @@ one namespace, then the calls, each on a deep copy of its arguments, with stdout
 sent to ``/dev/null``. The child writes one JSON line per call to a pipe: the call's output
 in a canonical encoding (:func:`_cs_enc`) or its error. The parent enforces a per-call
 deadline (a call that hangs, crashes or exhausts memory fails alone; the parent forks a new
-child for the calls after it), wipes the files the child left, and prints one line,
-``nonce + JSON``, for the host. The expected outputs never enter the box: the host compares
+child for the calls after it) and prints one line, ``nonce + JSON``, for the host. The
+harness never deletes anything: files model code leaves in the box are wiped by the
+sandbox's own ``reset`` (the runner resets its box when a new episode starts). The expected outputs never enter the box: the host compares
 the reported outputs with them, so model code that tampers with the harness, the pipe or the
 printed line can at most report outputs of its own choosing, which score only if they are
 the right ones, i.e. only by really passing the tests.
@@ -76,26 +77,6 @@ def _cs_child(module, calls, start, wfd):
     except BaseException:  # noqa: BLE001
         pass
     os._exit(0)
-
-
-def _cs_wipe():
-    """Best effort: remove what a child left in the box's writable dirs."""
-    import shutil
-
-    for root in ("/work", "/tmp", "/dev/shm"):
-        try:
-            names = os.listdir(root)
-        except OSError:
-            continue
-        for n in names:
-            p = os.path.join(root, n)
-            try:
-                if os.path.isdir(p) and not os.path.islink(p):
-                    shutil.rmtree(p, ignore_errors=True)
-                else:
-                    os.unlink(p)
-            except OSError:
-                pass
 
 
 def _cs_main(payload):
@@ -166,5 +147,4 @@ def _cs_main(payload):
         except OSError:
             pass
         os.close(r)
-    _cs_wipe()
     print(job["nonce"] + json.dumps({"results": results, "infra": infra}))

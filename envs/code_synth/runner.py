@@ -3,7 +3,10 @@
 :class:`CodeRunner` holds one warm box taken from a :class:`~rao_envs.sandboxes.SandboxPool`
 (``local`` by default) and runs a batch of calls with the in-box harness
 (:mod:`~rao_envs.envs.code_synth.harness`): each batch in a freshly forked process, a deadline
-per call and for the batch, files wiped afterwards. Only the *outputs* come back; the
+per call and for the batch. When a new episode starts (:meth:`CodeRunner.new_episode`) a box
+that ran model code is reset by the sandbox (sessions killed, work dir, ``/tmp`` and
+``/dev/shm`` wiped inside the box), so files one episode's code left cannot reach the next
+(episodes running at the same time share the box). Only the *outputs* come back; the
 comparison with the expected outputs happens here (:func:`compare`), so no code in the box
 can change a verdict except by returning the right values.
 
@@ -72,8 +75,9 @@ class CodeRunner:
             output_bytes=_REPORT_LIMIT, disk_mb=16,
         )
         self._box = None
+        self._dirty = False  # the box ran model code since its last reset
         self._lock = threading.Lock()
-        self.stats = {"batches": 0, "calls": 0, "boxes": 0}
+        self.stats = {"batches": 0, "calls": 0, "boxes": 0, "resets": 0}
 
     def _sandbox(self) -> Any:
         if self._box is None:
@@ -84,8 +88,21 @@ class CodeRunner:
             self.stats["boxes"] += 1
         return self._box
 
+    def new_episode(self) -> None:
+        """Reset the box if model code ran in it since the last reset (cheap otherwise; never raises:
+        a box that cannot be reset is replaced on the next call)."""
+        with self._lock:
+            if self._box is None or not self._dirty:
+                return
+            try:
+                self._box.reset()
+                self._dirty = False
+                self.stats["resets"] += 1
+            except Exception:  # noqa: BLE001 - a failed reset: take a fresh box next time
+                self._drop()
+
     def _drop(self) -> None:
-        box, self._box = self._box, None
+        box, self._box, self._dirty = self._box, None, False
         if box is not None:
             self.pool.release(box)  # the pool replaces a failed box
 
@@ -104,6 +121,7 @@ class CodeRunner:
             self.stats["batches"] += 1
             self.stats["calls"] += len(calls)
             box = self._sandbox()
+            self._dirty = True
             res = box.run(code, timeout=self.total + 3.0)
             if res.is_infra:
                 self._drop()

@@ -103,7 +103,9 @@ class CodeSynth(Task):
         return TaskInstance(goal=goal_text(names), args={"targets": names, "program": ref}, data={"program": program})
 
     def initial_state(self, instance: TaskInstance) -> dict[str, dict[str, str]]:
-        """The shared module: ``{"module": {function name: source}}``, empty at the start."""
+        """The shared module: ``{"module": {function name: source}}``, empty at the start (the
+        sandbox box is reset here when model code ran in it since its last reset)."""
+        self.runner().new_episode()
         return {"module": {}}
 
     def snapshot(self, state: dict[str, Any]) -> dict[str, Any]:
