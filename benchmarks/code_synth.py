@@ -5,7 +5,8 @@
 * Scoring one function (its 10 hidden tests against a module of medium programs) in the
   ``local`` sandbox (warm pooled box, a fresh forked process per scoring: the task's way)
   against a fresh ``python3 -I`` subprocess per scoring running the same harness (the naive
-  way), p50/p99 in the same run; targets: p50 <= 10 ms and >= 10x faster than the subprocess.
+  way; also ``-I -S``, which skips site-packages), p50/p99 in the same run, interleaved;
+  targets: p50 <= 10 ms and >= 10x faster than the ``python3 -I`` subprocess.
 
     python benchmarks/code_synth.py [--n 200] [--quick]
 """
@@ -55,13 +56,13 @@ def scoring_jobs(n: int) -> list[tuple[list, list, list]]:
     return jobs[:n]
 
 
-def subprocess_score(module: list, calls: list) -> list:
+def subprocess_score(module: list, calls: list, flags: tuple[str, ...] = ("-I",)) -> list:
     """The naive way: a fresh ``python3 -I`` per scoring, same harness, payload on stdin (NOT isolated:
     only ever run on our own reference code, as here)."""
     nonce = "@@naive@@"
     payload = json.dumps({"module": module, "calls": calls, "per_call": 1.0, "total": 6.0, "nonce": nonce})
     code = HARNESS + "\nimport sys\n_cs_main(sys.stdin.read())\n"
-    proc = subprocess.run([sys.executable, "-I", "-c", code], input=payload, capture_output=True, text=True, timeout=30)
+    proc = subprocess.run([sys.executable, *flags, "-c", code], input=payload, capture_output=True, text=True, timeout=30)
     line = next(ln for ln in proc.stdout.splitlines() if ln.startswith(nonce))
     return json.loads(line[len(nonce):])["results"]
 
@@ -93,7 +94,7 @@ def main() -> None:
     jobs = scoring_jobs(n)
     runner = CodeRunner("local")
     runner.run(*jobs[0][:2])  # warm the box
-    timings: dict[str, list[float]] = {"local": [], "subprocess": []}
+    timings: dict[str, list[float]] = {"local": [], "subprocess": [], "subprocess -S": []}
     for module, calls, expected in jobs:
         t0 = time.perf_counter()
         res = runner.run(module, calls)
@@ -103,6 +104,9 @@ def main() -> None:
         res = subprocess_score(module, calls)
         timings["subprocess"].append(time.perf_counter() - t0)
         assert all(compare(r, e) for r, e in zip(res, expected)), "the reference failed its tests in a subprocess"
+        t0 = time.perf_counter()
+        subprocess_score(module, calls, ("-I", "-S"))
+        timings["subprocess -S"].append(time.perf_counter() - t0)
     runner.close()
     p50 = {k: statistics.median(v) * 1000 for k, v in timings.items()}
     p99 = {k: _pct(v, 0.99) * 1000 for k, v in timings.items()}
@@ -112,8 +116,12 @@ def main() -> None:
     print("|---|---:|---:|---:|")
     print(f"| local sandbox, warm box, fresh forked process per scoring | {p50['local']:.1f} | {p99['local']:.1f} | {ratio:.1f}× |")
     print(f"| fresh `python3 -I` subprocess per scoring (naive) | {p50['subprocess']:.1f} | {p99['subprocess']:.1f} | 1.0× |")
+    s_ratio = p50["subprocess"] / p50["subprocess -S"]
+    print(f"| fresh `python3 -I -S` subprocess (no site-packages) | {p50['subprocess -S']:.1f} | {p99['subprocess -S']:.1f} | "
+          f"{s_ratio:.1f}× |")
     print(f"\ntarget p50 <= 10 ms: {'met' if p50['local'] <= 10 else 'missed'} ({p50['local']:.1f} ms); "
-          f"target >= 10x the subprocess: {'met' if ratio >= 10 else 'missed'} ({ratio:.1f}x)")
+          f"target >= 10x the subprocess: {'met' if ratio >= 10 else 'missed'} ({ratio:.1f}x; "
+          f"{p50['subprocess -S'] / p50['local']:.1f}x against `python3 -I -S`)")
 
 
 if __name__ == "__main__":
