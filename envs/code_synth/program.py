@@ -322,6 +322,18 @@ def _evaluate(ns: dict[str, Any], name: str, inputs: list[list[Any]]) -> list[An
     return outs
 
 
+def _agrees(fn: Any, inputs: Any, outputs: Any) -> bool:
+    """True when ``fn`` returns exactly ``outputs`` on ``inputs`` (stops at the first difference)."""
+    for args, want in zip(inputs, outputs):
+        try:
+            got = fn(*[list(a) if type(a) is list else a for a in args])
+        except Exception:  # noqa: BLE001
+            return False
+        if type(got) is not type(want) or got != want:
+            return False
+    return True
+
+
 def build_program(seed: int, difficulty: str, split: str) -> dict[str, Any]:
     """The program of ``(seed, difficulty, split)``: deterministic, JSON-able, checked (see the module doc)."""
     return _build_cached(int(seed), difficulty, split)
@@ -396,13 +408,10 @@ def _try_function(rng: random.Random, sk: Skeleton, fns: list[dict[str, Any]], n
         return None  # returns its first argument unchanged
     for other in fns:  # no two functions identical on the tests
         if [t for _, t in other["params"]] == types:
-            theirs = _evaluate(ns, other["name"], hidden)
-            if theirs is not None and repr(theirs) == repr(hidden_out):
+            if _agrees(ns[other["name"]], hidden, hidden_out) or _agrees(local[sk.name], *zip(*other["tests"])):
                 return None
-            mine = _evaluate(local, sk.name, [a for a, _ in other["tests"]])
-            if mine is not None and repr(mine) == repr([o for _, o in other["tests"]]):
-                return None
-    ns[sk.name] = local[sk.name]
+    # accepted: compile the reference once, so later functions call fast compiled code
+    exec(compile(source, f"<{sk.name}>", "exec"), ns)  # noqa: S102 - our own generated reference code
     return {
         "name": sk.name,
         "level": sk.level,
