@@ -37,5 +37,5 @@ def test_code_synth_depth_quick():
     rows = [ln for ln in out.splitlines() if ln.startswith(("| easy", "| hard"))]
     assert len(rows) == 2, out
     easy, hard = (r.split("|") for r in rows)
-    assert "100%" in easy[3] and "100%" in hard[-2]  # flat solves easy; delegating (default depth) solves hard
+    assert "100%" in easy[3] and "100%" in hard[-3]  # flat solves easy; delegating (default depth) solves hard
     assert "infra errors: 0" in out
