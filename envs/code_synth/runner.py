@@ -70,8 +70,9 @@ class CodeRunner:
         from rao_envs.sandboxes import SandboxPool
 
         self.per_call, self.total = float(per_call), float(total)
+        # size=0: the one box in use is started on demand and kept; no idle spare doubles the cost
         self.pool = SandboxPool(
-            backend, size=1, timeout=self.total + 4.0, memory_mb=memory_mb, processes=64,
+            backend, size=0, timeout=self.total + 4.0, memory_mb=memory_mb, processes=64,
             output_bytes=_REPORT_LIMIT, disk_mb=16,
         )
         self._box = None
