@@ -14,3 +14,4 @@ register_task(
 )
 register_task("OolongSynth-v0", "rao_envs.envs.oolong_synth.task:OolongSynth")
 register_task("DeepSearchSynth-v0", "rao_envs.envs.deep_search.task:DeepSearchSynth")
+register_task("CodeSynth-v0", "rao_envs.envs.code_synth.task:CodeSynth")

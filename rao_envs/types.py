@@ -106,8 +106,8 @@ class Action(BaseModel):
         return cls(name="finish", args={"result": result})
 
     @classmethod
-    def tool(cls, name: str, **args: Any) -> Action:
-        """Call one of the task's tools."""
+    def tool(cls, name: str, /, **args: Any) -> Action:
+        """Call one of the task's tools (``name`` is positional, so a tool may take an argument called ``name``)."""
         return cls(name=name, args=args)
 
     def to_text(self, protocol: Any = None) -> str:

@@ -7,7 +7,21 @@ import pytest
 import rao_envs
 from rao_envs import testing as conf
 
-TASKS = rao_envs.task_ids()
+
+
+def _task_param(env_id: str):
+    """A task id, skipped (with the fix) where the sandbox it needs is missing; never skipped in CI."""
+    import os
+    import shutil
+
+    in_ci = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+    if env_id == "CodeSynth-v0" and shutil.which("bwrap") is None and not in_ci:
+        reason = "CodeSynth-v0 runs model code in the local sandbox: install bubblewrap (`make setup` as root)"
+        return pytest.param(env_id, marks=pytest.mark.skip(reason=reason))
+    return env_id
+
+
+TASKS = [_task_param(t) for t in rao_envs.task_ids()]
 
 
 @pytest.mark.parametrize("env_id", TASKS)

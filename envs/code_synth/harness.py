@@ -1,0 +1,150 @@
+"""The test harness that runs *inside* the sandbox (standard library only, Python 3.8+).
+
+The host never imports this module for running: :mod:`rao_envs.envs.code_synth.runner`
+sends its source text into the box, where :func:`_cs_main` runs one batch of test calls.
+
+Trust model. The harness (the *parent*, in the box's clean default session) forks a *child*
+process per batch; only the child executes model-written code: each function's source into
+one namespace, then the calls, each on a deep copy of its arguments, with stdout and stderr
+sent to ``/dev/null``. The child writes one JSON line per call to a pipe: the call's output
+in a canonical encoding (:func:`_cs_enc`) or its error. The parent enforces a per-call
+deadline (a call that hangs, crashes or exhausts memory fails alone; the parent forks a new
+child for the calls after it) and prints one line, ``nonce + JSON``, for the host. The
+harness never deletes anything: files model code leaves in the box are wiped by the
+sandbox's own ``reset`` (the runner resets its box when a new episode starts). The expected outputs never enter the box: the host compares
+the reported outputs with them, so model code that tampers with the harness, the pipe or the
+printed line can at most report outputs of its own choosing, which score only if they are
+the right ones, i.e. only by really passing the tests.
+"""
+
+import json
+import os
+import select
+import time
+
+_CS_LINE_LIMIT = 2048
+
+
+def _cs_enc(v, depth=0):
+    """Canonical JSON-able form of a value: ints, strs and lists of them; anything else is tagged."""
+    t = type(v)
+    if t is int or t is str:
+        return v
+    if t is list and depth < 8:
+        return [_cs_enc(x, depth + 1) for x in v[:512]] + ([{"more": len(v) - 512}] if len(v) > 512 else [])
+    return {"type": t.__name__ if isinstance(getattr(t, "__name__", None), str) else "?"}
+
+
+def _cs_child(module, calls, start, wfd):
+    """Child process: define the module, run ``calls[start:]``, one JSON line each to ``wfd``; never returns."""
+    try:
+        import copy
+        import sys
+
+        try:
+            os.setpgid(0, 0)  # its own process group: the parent kills everything it starts
+        except OSError:
+            pass
+        null = os.open(os.devnull, os.O_RDWR)
+        for fd in (0, 1, 2):
+            os.dup2(null, fd)
+        sys.setrecursionlimit(2000)
+        ns = {"__name__": "solution", "__builtins__": __builtins__}
+        errors = {}
+        for name, source in module:
+            try:
+                exec(compile(source, "<" + name + ">", "exec"), ns)
+            except BaseException as e:  # noqa: BLE001 - the model's code: report, go on
+                errors[name] = type(e).__name__ + ": " + str(e)[:200]
+        for i in range(start, len(calls)):
+            name, args = calls[i]
+            try:
+                fn = ns.get(name)
+                if not callable(fn):
+                    why = errors.get(name)
+                    raise NameError("function %s is not defined%s" % (name, " (%s)" % why if why else ""))
+                out = {"i": i, "out": _cs_enc(fn(*copy.deepcopy(args)))}
+                line = json.dumps(out)
+                if len(line) > _CS_LINE_LIMIT:
+                    line = json.dumps({"i": i, "err": "output too large"})
+            except BaseException as e:  # noqa: BLE001
+                try:
+                    msg = type(e).__name__ + ": " + str(e)[:300]
+                except BaseException:  # noqa: BLE001 - a hostile __str__
+                    msg = "exception"
+                line = json.dumps({"i": i, "err": msg})
+            os.write(wfd, (line + "\n").encode("utf-8", "backslashreplace"))
+    except BaseException:  # noqa: BLE001
+        pass
+    os._exit(0)
+
+
+def _cs_main(payload):
+    """Run one batch (``payload`` is JSON: module, calls, per-call and total timeouts, nonce) and print the report."""
+    job = json.loads(payload)
+    module, calls = job["module"], job["calls"]
+    per_call, deadline = float(job["per_call"]), time.monotonic() + float(job["total"])
+    results = [None] * len(calls)
+    i, forks, infra = 0, 0, None
+    while i < len(calls):
+        if time.monotonic() >= deadline:
+            for k in range(i, len(calls)):
+                results[k] = {"err": "not run: the time for all tests was used up"}
+            break
+        r, w = os.pipe()
+        try:
+            pid = os.fork()
+        except OSError as e:
+            os.close(r)
+            os.close(w)
+            if forks == 0:
+                infra = "fork failed: %s" % e
+            for k in range(i, len(calls)):
+                results[k] = {"err": "not run: could not start the test process (%s)" % e}
+            break
+        forks += 1
+        if pid == 0:
+            os.close(r)
+            _cs_child(module, calls, i, w)
+        os.close(w)
+        buf, t_call = b"", time.monotonic()
+        while i < len(calls):
+            left = min(t_call + per_call, deadline) - time.monotonic()
+            ready = select.select([r], [], [], max(0.0, left))[0] if left > 0 else []
+            if not ready:
+                results[i] = {"err": "timeout: the call took longer than %gs" % per_call}
+                i += 1
+                break
+            chunk = os.read(r, 65536)
+            if not chunk:
+                results[i] = {"err": "crashed: the test process died (memory, recursion or exit)"}
+                i += 1
+                break
+            buf += chunk
+            while b"\n" in buf and i < len(calls):
+                line, buf = buf.split(b"\n", 1)
+                try:
+                    rec = json.loads(line.decode("utf-8", "replace"))
+                except ValueError:
+                    rec = None
+                if not isinstance(rec, dict) or rec.get("i") != i:
+                    rec = {"err": "garbled test report"}
+                rec.pop("i", None)
+                results[i] = rec
+                i += 1
+                t_call = time.monotonic()
+            if len(buf) > 4 * _CS_LINE_LIMIT:
+                results[i] = {"err": "garbled test report"}
+                i += 1
+                break
+        for kill in (os.killpg, os.kill):
+            try:
+                kill(pid, 9)
+            except OSError:
+                pass
+        try:
+            os.waitpid(pid, 0)
+        except OSError:
+            pass
+        os.close(r)
+    print(job["nonce"] + json.dumps({"results": results, "infra": infra}))

@@ -1,0 +1,164 @@
+"""Running model-written modules against tests in the sandbox (host side).
+
+:class:`CodeRunner` holds one warm box taken from a :class:`~rao_envs.sandboxes.SandboxPool`
+(``local`` by default) and runs a batch of calls with the in-box harness
+(:mod:`~rao_envs.envs.code_synth.harness`): each batch in a freshly forked process, a deadline
+per call and for the batch. When a new episode starts (:meth:`CodeRunner.new_episode`) a box
+that ran model code is reset by the sandbox (sessions killed, work dir, ``/tmp`` and
+``/dev/shm`` wiped inside the box), so files one episode's code left cannot reach the next
+(episodes running at the same time share the box). Only the *outputs* come back; the
+comparison with the expected outputs happens here (:func:`compare`), so no code in the box
+can change a verdict except by returning the right values.
+
+Failures: a call that raises, hangs, crashes its process or runs out of memory is a failed
+test (the agent's doing); when the harness's own session dies because of model code (killed,
+out of memory) every call of the batch fails. Only a failure of the sandbox itself (no reply,
+the box cannot start or fork) raises :class:`~rao_envs.errors.InfraError` (the node becomes
+``infra_error``); the next call gets a fresh box.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import threading
+from pathlib import Path
+from typing import Any
+
+from rao_envs.errors import InfraError
+
+HARNESS = (Path(__file__).with_name("harness.py")).read_text()
+_REPORT_LIMIT = 1 << 20
+
+
+def enc(value: Any) -> Any:
+    """The harness's canonical encoding of an expected value (ints, strs, lists)."""
+    if type(value) in (int, str):
+        return value
+    if type(value) is list:
+        return [enc(v) for v in value]
+    return {"type": type(value).__name__}
+
+
+def compare(result: dict[str, Any], expected: Any) -> bool:
+    """True when one harness result is a successful call whose output equals ``expected`` exactly (types too)."""
+    if not isinstance(result, dict) or "out" not in result or "err" in result:
+        return False
+    try:  # canonical JSON: 1.0 or true is not 1
+        return json.dumps(result["out"], sort_keys=True) == json.dumps(enc(expected), sort_keys=True)
+    except (TypeError, ValueError):
+        return False
+
+
+def decode(out: Any) -> str:
+    """A short Python-like rendering of a reported output (for feedback)."""
+    if isinstance(out, dict):
+        return f"<a {str(out.get('type', 'value'))[:40]}, not an int, str or list of ints>"
+    text = repr(out)
+    return text if len(text) <= 200 else text[:200] + "…"
+
+
+class CodeRunner:
+    """Runs batches of test calls against a module (``[(name, source), ...]``) in one pooled sandbox box.
+
+    ``per_call`` and ``total`` are the deadlines (seconds) of one call and of one batch;
+    ``memory_mb`` caps each process in the box. Thread-safe (one batch at a time per runner).
+    """
+
+    def __init__(self, backend: str | None = None, memory_mb: int = 256, per_call: float = 1.0, total: float = 6.0) -> None:
+        from rao_envs.sandboxes import SandboxPool
+
+        self.per_call, self.total = float(per_call), float(total)
+        # size=0: the one box in use is started on demand and kept; no idle spare doubles the cost
+        self.pool = SandboxPool(
+            backend, size=0, timeout=self.total + 4.0, memory_mb=memory_mb, processes=64,
+            output_bytes=_REPORT_LIMIT, disk_mb=16,
+        )
+        self._box = None
+        self._dirty = False  # the box ran model code since its last reset
+        self._lock = threading.Lock()
+        self.stats = {"batches": 0, "calls": 0, "boxes": 0, "resets": 0}
+
+    def _sandbox(self) -> Any:
+        if self._box is None:
+            try:
+                self._box = self.pool.acquire(timeout=60)
+            except Exception as exc:  # noqa: BLE001 - any failure to get a box is infrastructure
+                raise InfraError(f"no sandbox for the tests: {exc}") from None
+            self.stats["boxes"] += 1
+        return self._box
+
+    def new_episode(self) -> None:
+        """Reset the box if model code ran in it since the last reset (cheap otherwise; never raises:
+        a box that cannot be reset is replaced on the next call)."""
+        with self._lock:
+            if self._box is None or not self._dirty:
+                return
+            try:
+                self._box.reset()
+                self._dirty = False
+                self.stats["resets"] += 1
+            except Exception:  # noqa: BLE001 - a failed reset: take a fresh box next time
+                self._drop()
+
+    def _drop(self) -> None:
+        box, self._box, self._dirty = self._box, None, False
+        if box is not None:
+            self.pool.release(box)  # the pool replaces a failed box
+
+    def run(self, module: list[tuple[str, str]], calls: list[tuple[str, list[Any]]]) -> list[dict[str, Any]]:
+        """One result per call: ``{"out": value}`` or ``{"err": message}``. Raises ``InfraError`` only
+        when the sandbox itself failed."""
+        if not calls:
+            return []
+        nonce = "@@cs-report-" + secrets.token_hex(8) + "@@"
+        payload = json.dumps({
+            "module": [[n, s] for n, s in module], "calls": [[n, a] for n, a in calls],
+            "per_call": self.per_call, "total": self.total, "nonce": nonce,
+        })
+        code = f"try:\n    _cs_main\nexcept NameError:\n    exec({HARNESS!r})\n_cs_main({payload!r})\n"
+        with self._lock:
+            self.stats["batches"] += 1
+            self.stats["calls"] += len(calls)
+            box = self._sandbox()
+            self._dirty = True
+            res = box.run(code, timeout=self.total + 3.0)
+            if res.is_infra:
+                self._drop()
+                raise InfraError(f"the sandbox failed while running tests: {res.stderr.strip()[:300]}")
+        reports = [line[len(nonce):] for line in res.stdout.splitlines() if line.startswith(nonce)]
+        if res.error_kind is not None or len(reports) != 1:
+            why = res.error_kind or ("no test report" if not reports else "more than one test report (tampered with)")
+            return [{"err": f"the test run was stopped ({why}): code in the module killed or broke the test process"}] * len(calls)
+        try:
+            report = json.loads(reports[0])
+            results = report["results"]
+        except (ValueError, KeyError, TypeError):
+            return [{"err": "the test report was garbled"}] * len(calls)
+        if isinstance(report.get("infra"), str):
+            self._drop()
+            raise InfraError(f"the sandbox could not run the tests: {report['infra'][:300]}")
+        if not isinstance(results, list) or len(results) != len(calls):
+            return [{"err": "the test report was garbled"}] * len(calls)
+        return [r if isinstance(r, dict) else {"err": "garbled result"} for r in results]
+
+    def close(self) -> None:
+        """Give the box back and stop the pool."""
+        with self._lock:
+            self._drop()
+            self.pool.close()
+
+
+_RUNNERS: dict[tuple[Any, ...], CodeRunner] = {}
+_RUNNERS_LOCK = threading.Lock()
+
+
+def get_runner(backend: str | None = None, memory_mb: int = 256, per_call: float = 1.0, total: float = 6.0) -> CodeRunner:
+    """The process's runner for these settings (one warm box, shared by every episode; a forked process gets its own)."""
+    key = (os.getpid(), backend, memory_mb, per_call, total)
+    with _RUNNERS_LOCK:
+        runner = _RUNNERS.get(key)
+        if runner is None:
+            runner = _RUNNERS[key] = CodeRunner(backend, memory_mb, per_call, total)
+        return runner
