@@ -30,7 +30,6 @@ import atexit
 import inspect
 import json
 import threading
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -62,11 +61,8 @@ def tool_signatures(task: Any) -> list[tuple[str, str]]:
     """``(signature, docstring)`` of each task tool as a Python function (from its ``@tool`` method)."""
     out = []
     for spec in task.tools.values():
-        fn = spec.fn
-        params = list(inspect.signature(fn).parameters.values())[2:]
-        sig = str(inspect.Signature(params, return_annotation=inspect.signature(fn).return_annotation))
-        doc = inspect.cleandoc(fn.__doc__ or "").strip() or spec.doc
-        out.append((f"{spec.name}{sig}".replace("typing.", ""), doc.replace('"""', "'''")))
+        doc = inspect.cleandoc(spec.fn.__doc__ or "").strip() or spec.doc
+        out.append((spec.signature, doc.replace('"' * 3, "'" * 3)))
     return out
 
 
@@ -424,9 +420,7 @@ class CodeRunner:
         if session is None:
             eng._end(parent, NodeStatus.INFRA_ERROR, error="the REPL session of a suspended cell was lost")
             return
-        t0 = time.monotonic()
         feedback = self._drive(parent, cell, session, json.dumps({"results": results}))
-        del t0
         if parent.status is not NodeStatus.RUNNING:
             return  # suspended again, or ended
         if feedback is not None:

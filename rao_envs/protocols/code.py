@@ -159,7 +159,7 @@ class CodeProtocol(ActionProtocol):
         extra = task.delegate_args_doc
         lines = [f"def {sig}:\n    \"\"\"{doc}\"\"\"" for sig, doc in tool_signatures(task)]
         lines.append(
-            f"async def launch_subagent(goal: str = '', context: str = None, budget: int = None{extra}) -> Any:\n"
+            f"async def launch_subagent(goal: str = '', *{extra}, context: str | None = None, budget: int | None = None) -> Any:\n"
             '    """Start a sub-agent (a fresh copy of you, without your history or variables) on a sub-task and\n'
             "    return its finish result. Always await it: r = await launch_subagent(...); run independent\n"
             "    sub-tasks in parallel with await asyncio.gather(launch_subagent(...), launch_subagent(...)).\n"
