@@ -192,7 +192,9 @@ def run_cell(src, globs, init=None):
                 value = _run(value)
             if value is not None:
                 print(_text(lambda: repr(value), "<repr() failed>")[:100000])
-    except Exception as e:  # the cell's own error: shown to the agent, the REPL lives on
+    except SystemExit:
+        raise
+    except BaseException as e:  # the cell's own error (a timeout's interrupt too): shown, the REPL lives on
         _show_error(e)
 
 
@@ -216,3 +218,6 @@ def setup(spec, globs):
     globs["launch_subagent"] = launch_subagent
     globs["ToolError"] = ToolError
     globs["asyncio"] = asyncio
+    import threading
+
+    threading.excepthook = lambda args: _show_error(args.exc_value)  # short tracebacks from threads too

@@ -30,6 +30,7 @@ import atexit
 import inspect
 import json
 import threading
+import weakref
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -42,6 +43,7 @@ from rao_envs.types import Node, NodeStatus
 
 DEFAULT_CELL_TIMEOUT = 10.0
 MAX_OUTPUT = 100_000  # characters of one cell's output kept before the observation cap
+MAX_LAUNCHES = 100_000  # launch_subagent calls one batch may name (each is refused or spawned)
 TRUNCATED_CHILD = "Subagent did not finish before its step budget was exhausted."
 FAILED_CHILD = "Subagent failed before finishing."
 CANCELLED_CHILD = "Subagent was cancelled before finishing."
@@ -84,6 +86,13 @@ def _shared_pool(backend: str, options: dict[str, Any]) -> Any:
         if pool is None:
             pool = _POOLS[key] = SandboxPool(backend, size=1, max_size=64, **options)
         return pool
+
+
+def _give_back(pool: Any, box: Any) -> None:
+    try:
+        pool.release(box)
+    except Exception:  # noqa: BLE001 - called by the garbage collector: never raise
+        pass
 
 
 @atexit.register
@@ -168,6 +177,9 @@ class CodeRunner:
 
     def _drop_box(self) -> None:
         box, pool, self.box, self._pool = self.box, self._pool, None, None
+        fin, self._finalizer = getattr(self, "_finalizer", None), None
+        if fin is not None:
+            fin.detach()
         self._template_epoch = -1
         if box is None or box is self._given_box:
             return
@@ -192,6 +204,8 @@ class CodeRunner:
             else:
                 pool = self._given_pool or _shared_pool(self.backend, self.options)
                 self.box, self._pool = pool.acquire(timeout=120), pool
+                # an engine dropped without close() still gives its box back (when collected)
+                self._finalizer = weakref.finalize(self, _give_back, pool, self.box)
         box = self.box
         if self._template_epoch != box._epoch or not box.alive:
             res = box.run(self._install_code(), timeout=30)
@@ -371,7 +385,7 @@ class CodeRunner:
     def _spawn(self, node: Node, cell: _Cell, call: dict[str, Any]) -> Any:
         eng = self.engine
         count, requests = call.get("count"), call.get("requests")
-        if isinstance(count, bool) or not isinstance(count, int) or count < 1:
+        if isinstance(count, bool) or not isinstance(count, int) or not 1 <= count <= MAX_LAUNCHES:
             return {"error": "malformed launch request"}
         if requests is None:
             eng._refused.add(node.id)

@@ -510,6 +510,9 @@ def _host_call(payload):
     st = _CALL
     if st.get("pid") != os.getpid() or "report" not in st:
         raise RuntimeError("host calls are only possible from the session's own cell")
+    th = sys.modules.get("threading")
+    if th is not None and th.current_thread() is not th.main_thread():
+        raise RuntimeError("host calls are only possible from the cell's main thread")
     body = json.dumps(payload)
     if len(body) > _MAX_HOSTCALL:
         raise ValueError("the call is %d characters of JSON, over the %d limit" % (len(body), _MAX_HOSTCALL))
