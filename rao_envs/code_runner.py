@@ -152,6 +152,7 @@ class CodeRunner:
         self._template_epoch = -1
         self.sessions: dict[str, Any] = {}
         self.fresh: set[str] = set()  # nodes whose session lost the kernel (restarted)
+        self.lost: set[str] = set()  # nodes whose REPL was lost with a replaced box (told at their next cell)
         self.cells: dict[str, _Cell] = {}
         self.counts: dict[str, int] = {}
         self.stats = {"cells": 0, "host_calls": 0, "suspensions": 0, "restarts": 0}
@@ -163,6 +164,7 @@ class CodeRunner:
         self.cells.clear()
         self.counts.clear()
         self.fresh.clear()
+        self.lost.clear()
         if self.box is not None:
             try:
                 self.box.reset()
@@ -207,7 +209,9 @@ class CodeRunner:
                 # an engine dropped without close() still gives its box back (when collected)
                 self._finalizer = weakref.finalize(self, _give_back, pool, self.box)
         box = self.box
-        if self._template_epoch != box._epoch or not box.alive:
+        if not box.alive:  # it failed earlier (that node was told): a fresh box for the next cell
+            box.reset()
+        if self._template_epoch != box._epoch:
             res = box.run(self._install_code(), timeout=30)
             if not res.ok:
                 raise InfraError(f"could not install the REPL kernel in the sandbox: {res.stderr.strip()[-500:]}")
@@ -230,6 +234,8 @@ class CodeRunner:
         fresh = s is None or s.stale or s.closed or node.id in self.fresh
         if not fresh:
             return s, None
+        if s is not None and (s.stale or s.closed):  # its box was replaced: say the variables are gone
+            self.lost.add(node.id)
         box = self._box()
         if s is not None and not (s.stale or s.closed) and node.id in self.fresh:
             s.close()  # restarted without the kernel: fork a clean one from the template
@@ -276,6 +282,9 @@ class CodeRunner:
             eng._end(node, NodeStatus.INFRA_ERROR, error=f"sandbox unavailable: {type(exc).__name__}: {exc}"[:2000])
             return None
         cell = self.cells[node.id] = _Cell(k)
+        if node.id in self.lost:
+            self.lost.discard(node.id)
+            cell.parts.append("[the sandbox was replaced before this cell: a fresh REPL, variables from earlier cells are lost]\n")
         self.stats["cells"] += 1
         run = f"__import__('_rao_repl').run_cell({code!r}, globals(), {init!r})"
         return self._drive(node, cell, session, run)
