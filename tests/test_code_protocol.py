@@ -262,3 +262,38 @@ def test_json_of_a_code_mode_tree_round_trips():
     env.close()
     again = type(tree).from_json(tree.to_json())
     assert again == tree and json.loads(tree.to_json())["nodes"]["0"]["transcript"][2]["content"].startswith("<thought>")
+
+
+# ----------------------------------------------------------------------------- rows, viewer, CLI
+def test_rows_train_on_cells_only_and_the_viewer_shows_outputs(tmp_path):
+    from rao_envs.viewer import render_html
+    from tests.test_rows import ChatMLTokenizer
+
+    env = gym.make("rao_envs/Toy-v0", protocol="code", sandbox=FAST, difficulty="hard")
+    tree, _, _ = run_episode(env, CodeOracle(env.unwrapped.task.oracle()), seed=2)
+    env.close()
+    tok = ChatMLTokenizer()
+    rows = tree.to_rows(tok)
+    assert len(rows) == sum(1 for n in tree.nodes.values() if n.steps_used)
+    for row in rows:
+        node = tree.nodes[row["node_id"]]
+        trained = tok.decode([t for t, m in zip(row["completion_ids"], row["loss_mask"]) if m])
+        assert "<python>" in trained and "[Cell" not in trained  # own cells trained, outputs masked
+        # a resumed cell's output is one user message, never an extra assistant turn
+        roles = [m["role"] for m in node.transcript[1:]]
+        assert all(a != b for a, b in zip(roles, roles[1:]))
+    root_text = " ".join(m["content"] for m in tree.root.transcript)
+    assert "[cell suspended: waiting for sub-agents" in root_text and "[cell resumed" in root_text
+    html = render_html([tree])
+    assert "[Cell 1 Output]" in html and "launch_subagent" in html
+
+
+def test_cli_solve_and_rollout_take_protocol_code(tmp_path, capsys):
+    from rao_envs.cli import main
+
+    assert main(["solve", "Toy-v0", "--protocol", "code", "--kw", "difficulty=hard", "--seed", "1"]) == 0
+    assert "root score 1.0" in capsys.readouterr().out
+    out = tmp_path / "trees.jsonl"
+    assert main(["rollout", "Toy-v0", "--protocol", "code", "--policy", "oracle", "-n", "2", "--group-size", "1",
+                 "--out", str(out), "--no-progress"]) == 0
+    assert "2 roots solved" in capsys.readouterr().out
