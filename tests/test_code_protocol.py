@@ -297,3 +297,17 @@ def test_cli_solve_and_rollout_take_protocol_code(tmp_path, capsys):
     assert main(["rollout", "Toy-v0", "--protocol", "code", "--policy", "oracle", "-n", "2", "--group-size", "1",
                  "--out", str(out), "--no-progress"]) == 0
     assert "2 roots solved" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_code_protocol_benchmark_runs():
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    proc = subprocess.run([sys.executable, str(root / "benchmarks" / "code_protocol.py"), "--n", "20", "--trees", "1"],
+                          cwd=root, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    for line in ("(a) local sandbox, engine step, tool call", "(c) fresh node REPL", "code mode costs"):
+        assert line in proc.stdout
