@@ -43,6 +43,7 @@ from rao_envs.types import Node, NodeStatus
 
 DEFAULT_CELL_TIMEOUT = 10.0
 MAX_OUTPUT = 100_000  # characters of one cell's output kept before the observation cap
+SESSIONS_PER_BOX = 16  # live node REPLs per box before the episode takes another box
 MAX_LAUNCHES = 100_000  # launch_subagent calls one batch may name (each is refused or spawned)
 TRUNCATED_CHILD = "Subagent did not finish before its step budget was exhausted."
 FAILED_CHILD = "Subagent failed before finishing."
@@ -90,7 +91,7 @@ def _shared_pool(backend: str, options: dict[str, Any]) -> Any:
 
 def _give_back(pool: Any, box: Any) -> None:
     try:
-        pool.release(box)
+        pool.release(box) if pool is not None else box.stop()
     except Exception:  # noqa: BLE001 - called by the garbage collector: never raise
         pass
 
@@ -103,6 +104,16 @@ def _close_pools() -> None:
         except Exception:  # noqa: BLE001 - best effort at exit
             pass
     _POOLS.clear()
+
+
+@dataclass(eq=False)
+class _Box:
+    """One box of the episode: where it came from and which kernel install it holds."""
+
+    box: Any
+    pool: Any  # the pool to give it back to (None: given by the user, or our own to stop)
+    epoch: int = -1  # the box's epoch when the kernel was installed in its template session
+    finalizer: Any = None
 
 
 @dataclass
@@ -147,9 +158,7 @@ class CodeRunner:
         if self.backend not in BACKENDS:
             raise ConfigError(f"unknown sandbox backend {self.backend!r}; choose one of {list(BACKENDS)}")
         self._spec = _kernel_spec(engine.task)
-        self.box: Any = None
-        self._pool: Any = None
-        self._template_epoch = -1
+        self._boxes: list[_Box] = []
         self.sessions: dict[str, Any] = {}
         self.fresh: set[str] = set()  # nodes whose session lost the kernel (restarted)
         self.lost: set[str] = set()  # nodes whose REPL was lost with a replaced box (told at their next cell)
@@ -159,34 +168,41 @@ class CodeRunner:
 
     # ------------------------------------------------------------------ lifecycle
     def reset(self) -> None:
-        """Forget the last episode: close its sessions; wipe the box for the next one."""
+        """Forget the last episode: close its sessions; wipe one box for the next, give the rest back."""
         self._close_sessions()
         self.cells.clear()
         self.counts.clear()
         self.fresh.clear()
         self.lost.clear()
-        if self.box is not None:
+        for b in self._boxes[1:]:
+            self._drop(b)
+        for b in self._boxes:
             try:
-                self.box.reset()
-            except Exception:  # noqa: BLE001 - a box that cannot be wiped is replaced at first use
-                self._drop_box()
+                b.box.reset()
+            except Exception:  # noqa: BLE001 - a box that cannot be wiped is given back, another comes at first use
+                self._drop(b)
 
     def close(self) -> None:
-        """Close every session and give the box back (to its pool); never raises."""
+        """Close every session and give the boxes back (to their pool); never raises."""
         self._close_sessions()
         self.cells.clear()
-        self._drop_box()
+        for b in list(self._boxes):
+            self._drop(b)
 
-    def _drop_box(self) -> None:
-        box, pool, self.box, self._pool = self.box, self._pool, None, None
-        fin, self._finalizer = getattr(self, "_finalizer", None), None
-        if fin is not None:
-            fin.detach()
-        self._template_epoch = -1
-        if box is None or box is self._given_box:
+    @property
+    def box(self) -> Any:
+        """The episode's first box (None before the first cell)."""
+        return self._boxes[0].box if self._boxes else None
+
+    def _drop(self, b: _Box) -> None:
+        if b in self._boxes:
+            self._boxes.remove(b)
+        if b.finalizer is not None:
+            b.finalizer.detach()
+        if b.box is self._given_box:
             return
         try:
-            pool.release(box) if pool is not None else box.stop()
+            b.pool.release(b.box) if b.pool is not None else b.box.stop()
         except Exception:  # noqa: BLE001
             pass
 
@@ -198,24 +214,45 @@ class CodeRunner:
                 pass
         self.sessions.clear()
 
+    def _acquire(self) -> _Box:
+        """One more started box: the given one, one from the pool, or (pool full) one of our own."""
+        if self._given_box is not None:
+            b = _Box(self._given_box.start(), None)
+        else:
+            pool = self._given_pool or _shared_pool(self.backend, self.options)
+            if pool.idle or pool.total < pool.max_size or self._given_pool is not None:
+                b = _Box(pool.acquire(timeout=120), pool)
+            else:  # never wait for a box other episodes hold (their steps may need this thread)
+                from rao_envs.sandboxes import make_sandbox
+
+                b = _Box(make_sandbox(self.backend, **self.options).start(), None)
+            # an engine dropped without close() still gives its box back (when collected)
+            b.finalizer = weakref.finalize(self, _give_back, b.pool, b.box)
+        self._boxes.append(b)
+        return b
+
     def _box(self) -> Any:
-        """The episode's started box, with the kernel installed in its template session."""
-        if self.box is None:
-            if self._given_box is not None:
-                self.box = self._given_box.start()
-            else:
-                pool = self._given_pool or _shared_pool(self.backend, self.options)
-                self.box, self._pool = pool.acquire(timeout=120), pool
-                # an engine dropped without close() still gives its box back (when collected)
-                self._finalizer = weakref.finalize(self, _give_back, pool, self.box)
-        box = self.box
+        """A started box with room for one more session and the kernel in its template session.
+
+        A box holds at most :data:`SESSIONS_PER_BOX` live sessions (its process and memory
+        limits are per box); a wide fan-out gets more boxes.
+        """
+        b = None
+        for cand in self._boxes:
+            live = sum(1 for s in self.sessions.values() if s.sandbox is cand.box)
+            if live < SESSIONS_PER_BOX or cand.box is self._given_box:
+                b = cand
+                break
+        if b is None:
+            b = self._acquire()
+        box = b.box
         if not box.alive:  # it failed earlier (that node was told): a fresh box for the next cell
             box.reset()
-        if self._template_epoch != box._epoch:
+        if b.epoch != box._epoch:
             res = box.run(self._install_code(), timeout=30)
             if not res.ok:
                 raise InfraError(f"could not install the REPL kernel in the sandbox: {res.stderr.strip()[-500:]}")
-            self._template_epoch = box._epoch
+            b.epoch = box._epoch
         return box
 
     def _install_code(self) -> str:

@@ -311,3 +311,22 @@ def test_code_protocol_benchmark_runs():
     assert proc.returncode == 0, proc.stderr[-3000:]
     for line in ("(a) local sandbox, engine step, tool call", "(c) fresh node REPL", "code mode costs"):
         assert line in proc.stdout
+
+
+def test_a_wide_fan_out_spreads_over_several_boxes():
+    from rao_envs.code_runner import SESSIONS_PER_BOX
+
+    eng = engine(difficulty="easy", max_nodes=64)
+    eng.reset(seed=0)
+    n = SESSIONS_PER_BOX + 4
+    eng.act(cell(f"rs = await asyncio.gather(*[launch_subagent(expr='(1 + 2)') for _ in range({n})])\nprint(sum(rs))"))
+    kids = eng.tree.root.children
+    assert len(kids) == n
+    for k in kids:
+        eng.step(k, cell("print('hi')"))  # every child gets a live REPL
+    assert len(eng._runner._boxes) == 2 and all(eng.tree.nodes[k].status is NodeStatus.RUNNING for k in kids)
+    for k in kids:
+        eng.step(k, cell("finish(3)"))
+    assert f"{3 * n}" in eng.observe("0")
+    eng.close()
+    assert eng._runner._boxes == []
