@@ -44,6 +44,7 @@ from rao_envs.types import Node, NodeStatus
 DEFAULT_CELL_TIMEOUT = 10.0
 MAX_OUTPUT = 100_000  # characters of one cell's output kept before the observation cap
 SESSIONS_PER_BOX = 16  # live node REPLs per box before the episode takes another box
+MAX_ANSWER = 32 * 1024 * 1024  # characters of one host-call answer (the channel's frames hold 64 MiB)
 MAX_LAUNCHES = 100_000  # launch_subagent calls one batch may name (each is refused or spawned)
 TRUNCATED_CHILD = "Subagent did not finish before its step budget was exhausted."
 FAILED_CHILD = "Subagent failed before finishing."
@@ -347,7 +348,7 @@ class CodeRunner:
             reply = self._host_call(node, cell, res.hostcall)
             if reply is _SUSPENDED or reply is _ENDED or node.status.ended:
                 return None
-            code = json.dumps(reply)
+            code = _answer(reply)
 
     def _keep(self, cell: _Cell, text: str) -> None:
         if not text:
@@ -480,7 +481,7 @@ class CodeRunner:
         if session is None:
             eng._end(parent, NodeStatus.INFRA_ERROR, error="the REPL session of a suspended cell was lost")
             return
-        feedback = self._drive(parent, cell, session, json.dumps({"results": results}))
+        feedback = self._drive(parent, cell, session, _answer({"results": results}))
         if parent.status is not NodeStatus.RUNNING:
             return  # suspended again, or ended
         if feedback is not None:
@@ -489,6 +490,18 @@ class CodeRunner:
             eng._end(parent, NodeStatus.TRUNCATED)
         else:
             eng._enqueue(parent.id)
+
+
+def _answer(reply: dict[str, Any]) -> str:
+    """The JSON answer to a host call; one too large for the channel becomes an error the cell sees."""
+    text = json.dumps(reply)
+    if len(text) > MAX_ANSWER:
+        n = len(reply.get("results") or ())
+        if n:
+            msg = f"Subagent result too large to deliver ({len(text)} characters for {n} results)."
+            return json.dumps({"results": [msg] * n})
+        return json.dumps({"error": f"the tool's answer is too large to deliver ({len(text)} characters)"})
+    return text
 
 
 def _agent_stderr(text: str) -> str:

@@ -679,6 +679,8 @@ class TreeEngine:
             deleg = f"You may delegate sub-tasks to sub-agents (depth {node.depth} of max {self.limits.max_depth})."
         else:
             deleg = "You cannot delegate: the maximum depth is reached, so do everything yourself."
+        if hasattr(self.protocol, "node_note"):  # code mode: what the node's notebook holds
+            deleg += "\n" + self.protocol.node_note(node)
         first = f"{self.task.node_prompt(ctx)}\n\n{deleg}\n\n{self.status_line(node)}"
         node.transcript = [
             {"role": "system", "content": self.system_prompt},

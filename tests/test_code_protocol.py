@@ -330,3 +330,9 @@ def test_a_wide_fan_out_spreads_over_several_boxes():
     assert f"{3 * n}" in eng.observe("0")
     eng.close()
     assert eng._runner._boxes == []
+
+
+@pytest.mark.parametrize("env_id", rao_envs.task_ids())
+def test_every_registered_task_oracle_reaches_max_score_in_code_mode(env_id):
+    trees = conf.check_oracle(env_id, seeds=range(2), protocol="code", sandbox=FAST)
+    assert all(t.root.score == 1.0 for t in trees)

@@ -146,6 +146,12 @@ class CodeProtocol(ActionProtocol):
             raise ParseError(f"your <python> cell is empty; {EXPECTED}")
         return [Call("python", {"code": code})]
 
+    def node_note(self, node: Any) -> str:
+        """The first message's line naming the variables a node's notebook starts with."""
+        names = [k for k in (node.args or {}) if isinstance(k, str) and k.isidentifier()]
+        held = ", ".join(f"`{k}`" for k in names + ["context"])
+        return f"Your notebook starts with the variables {held} (your task arguments; context is None unless given)."
+
     def runner(self, engine: Any, sandbox: Any = None) -> Any:
         """The :class:`~rao_envs.code_runner.CodeRunner` that runs ``engine``'s cells."""
         from rao_envs.code_runner import CodeRunner
@@ -173,7 +179,9 @@ class CodeProtocol(ActionProtocol):
         guide = (
             "Delegation: split the task into independent sub-tasks, run independent ones in parallel with "
             "asyncio.gather, keep some budget for assembling the results, and tell each sub-agent the exact "
-            "format its finish result must have. A tool error raises ToolError (catch it or read the traceback)."
+            "format its finish result must have. A tool error raises ToolError (catch it or read the traceback). "
+            "Where the task's instructions say delegate(...), call `await launch_subagent(...)` with the same "
+            "arguments; wait and cancel are not needed (await does both)."
         )
         return "```python\n" + "\n\n".join(lines) + "\n```\n" + guide
 
