@@ -341,8 +341,8 @@ class CodeRunner:
                 eng._end(node, NodeStatus.INFRA_ERROR, error=f"sandbox failure: {res.stderr.strip()[-1000:]}")
                 return None
             self._keep(cell, res.stdout)
+            self._keep(cell, _agent_stderr(res.stderr))
             if res.hostcall is None:
-                self._keep(cell, _agent_stderr(res.stderr))
                 return self._done(node, cell, res)
             self.stats["host_calls"] += 1
             reply = self._host_call(node, cell, res.hostcall)
