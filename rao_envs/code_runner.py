@@ -160,6 +160,7 @@ class CodeRunner:
             raise ConfigError(f"unknown sandbox backend {self.backend!r}; choose one of {list(BACKENDS)}")
         self._spec = _kernel_spec(engine.task)
         self._boxes: list[_Box] = []
+        self._dirty = False  # reset() happened: wipe the boxes before the next cell
         self.sessions: dict[str, Any] = {}
         self.fresh: set[str] = set()  # nodes whose session lost the kernel (restarted)
         self.lost: set[str] = set()  # nodes whose REPL was lost with a replaced box (told at their next cell)
@@ -169,23 +170,31 @@ class CodeRunner:
 
     # ------------------------------------------------------------------ lifecycle
     def reset(self) -> None:
-        """Forget the last episode: close its sessions; wipe one box for the next, give the rest back."""
-        self._close_sessions()
+        """Forget the last episode (no sandbox I/O here: the box is wiped at the next episode's first cell)."""
+        self.sessions.clear()  # the wipe kills them all at once
         self.cells.clear()
         self.counts.clear()
         self.fresh.clear()
         self.lost.clear()
+        self._dirty = bool(self._boxes)
+
+    def _wipe(self) -> None:
+        """Before the first cell of an episode: wipe one box of the last one, give the rest back."""
+        self._dirty = False
         for b in self._boxes[1:]:
             self._drop(b)
         for b in self._boxes:
             try:
                 b.box.reset()
-            except Exception:  # noqa: BLE001 - a box that cannot be wiped is given back, another comes at first use
+            except Exception:  # noqa: BLE001 - a box that cannot be wiped is given back, another comes next
                 self._drop(b)
 
     def close(self) -> None:
         """Close every session and give the boxes back (to their pool); never raises."""
-        self._close_sessions()
+        if not self._dirty:  # after a reset the pool's own wipe kills the sessions
+            self._close_sessions()
+        self.sessions.clear()
+        self._dirty = False
         self.cells.clear()
         for b in list(self._boxes):
             self._drop(b)
@@ -238,6 +247,8 @@ class CodeRunner:
         A box holds at most :data:`SESSIONS_PER_BOX` live sessions (its process and memory
         limits are per box); a wide fan-out gets more boxes.
         """
+        if self._dirty:
+            self._wipe()
         b = None
         for cand in self._boxes:
             live = sum(1 for s in self.sessions.values() if s.sandbox is cand.box)

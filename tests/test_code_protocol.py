@@ -336,3 +336,19 @@ def test_a_wide_fan_out_spreads_over_several_boxes():
 def test_every_registered_task_oracle_reaches_max_score_in_code_mode(env_id):
     trees = conf.check_oracle(env_id, seeds=range(2), protocol="code", sandbox=FAST)
     assert all(t.root.score == 1.0 for t in trees)
+
+
+def test_reset_does_no_sandbox_io_and_stderr_of_every_segment_is_shown():
+    eng = engine(difficulty="easy")
+    eng.reset(seed=0)
+    eng.act(cell("import sys\nprint('warn-before', file=sys.stderr)\nr = await launch_subagent(expr='(1 + 2)')\nprint('after', r)"))
+    eng.step("0.0", cell("finish(3)"))
+    text = eng.observe("0")
+    assert "warn-before" in text and "after 3" in text
+    box = eng._runner.box
+    epoch = box._epoch
+    eng.reset(seed=1)  # the rollout driver calls this on its event loop: no sandbox call may happen here
+    assert box._epoch == epoch and eng._runner.sessions == {}
+    eng.act(cell("print(x)"))  # the first cell wipes the box: nothing of the last episode is left
+    assert box._epoch != epoch and "NameError" in eng.observe()
+    eng.close()
