@@ -50,6 +50,10 @@ TRUNCATED_CHILD = "Subagent did not finish before its step budget was exhausted.
 FAILED_CHILD = "Subagent failed before finishing."
 CANCELLED_CHILD = "Subagent was cancelled before finishing."
 RESTARTED = "The REPL was restarted: variables from earlier cells are lost."
+_NO_KERNEL_EXIT = 97
+# the first line of every cell's run: a session without the kernel (restarted by the worker) exits at once
+_GUARD = f"__import__('sys').modules.get('_rao_repl') or __import__('sys').exit({_NO_KERNEL_EXIT})"
+_NO_KERNEL = object()
 _SUSPENDED = object()
 _ENDED = object()
 _POOLS: dict[str, Any] = {}
@@ -134,6 +138,7 @@ class CodeRunner:
     def __init__(self, engine: Any, sandbox: Any = None) -> None:
         self.engine = engine
         self.cell_timeout = DEFAULT_CELL_TIMEOUT
+        self.repls_per_box = SESSIONS_PER_BOX
         self.backend, self.options = "local", {}
         self._given_box = self._given_pool = None
         from rao_envs.sandboxes import Sandbox, SandboxPool
@@ -144,6 +149,9 @@ class CodeRunner:
             opts = dict(sandbox)
             self.backend = opts.pop("backend", "local")
             self.cell_timeout = float(opts.pop("cell_timeout", opts.get("timeout", DEFAULT_CELL_TIMEOUT)))
+            self.repls_per_box = int(opts.pop("repls_per_box", SESSIONS_PER_BOX))
+            if self.repls_per_box < 1:
+                raise ConfigError("sandbox repls_per_box must be >= 1 (1: every node in a box of its own)")
             self.options = opts
         elif isinstance(sandbox, Sandbox):
             self._given_box = sandbox
@@ -244,15 +252,16 @@ class CodeRunner:
     def _box(self) -> Any:
         """A started box with room for one more session and the kernel in its template session.
 
-        A box holds at most :data:`SESSIONS_PER_BOX` live sessions (its process and memory
-        limits are per box); a wide fan-out gets more boxes.
+        A box holds at most ``repls_per_box`` (default :data:`SESSIONS_PER_BOX`) live sessions
+        (its process and memory limits are per box); a wide fan-out gets more boxes. The REPLs
+        of one box can signal each other's processes; ``repls_per_box=1`` isolates every node.
         """
         if self._dirty:
             self._wipe()
         b = None
         for cand in self._boxes:
             live = sum(1 for s in self.sessions.values() if s.sandbox is cand.box)
-            if live < SESSIONS_PER_BOX or cand.box is self._given_box:
+            if live < self.repls_per_box or cand.box is self._given_box:
                 b = cand
                 break
         if b is None:
@@ -261,11 +270,25 @@ class CodeRunner:
         if not box.alive:  # it failed earlier (that node was told): a fresh box for the next cell
             box.reset()
         if b.epoch != box._epoch:
-            res = box.run(self._install_code(), timeout=30)
-            if not res.ok:
-                raise InfraError(f"could not install the REPL kernel in the sandbox: {res.stderr.strip()[-500:]}")
-            b.epoch = box._epoch
+            self._install(b)
         return box
+
+    def _install(self, b: _Box) -> None:
+        res = b.box.run(self._install_code(), timeout=30)
+        if not res.ok:
+            raise InfraError(f"could not install the REPL kernel in the sandbox: {res.stderr.strip()[-500:]}")
+        b.epoch = b.box._epoch
+
+    def _fork(self, box: Any) -> Any:
+        """A new node session forked from ``box``'s template (reinstalled once if a cell killed it)."""
+        from rao_envs.sandboxes import SandboxRefused
+
+        try:
+            return box.fork()
+        except SandboxRefused:  # the template died (a cell signalled every process of the box)
+            b = next(x for x in self._boxes if x.box is box)
+            self._install(b)  # the worker restarts the default session on this run
+            return box.fork()
 
     def _install_code(self) -> str:
         return (
@@ -288,7 +311,7 @@ class CodeRunner:
         box = self._box()
         if s is not None and not (s.stale or s.closed) and node.id in self.fresh:
             s.close()  # restarted without the kernel: fork a clean one from the template
-        s = self.sessions[node.id] = box.fork()
+        s = self.sessions[node.id] = self._fork(box)
         self.fresh.discard(node.id)
         names = set(self.engine.task.tools) | {"finish", "launch_subagent", "asyncio", "ToolError"}
         init = {k: v for k, v in (node.args or {}).items() if isinstance(k, str) and k.isidentifier() and k not in names}
@@ -335,8 +358,24 @@ class CodeRunner:
             self.lost.discard(node.id)
             cell.parts.append("[the sandbox was replaced before this cell: a fresh REPL, variables from earlier cells are lost]\n")
         self.stats["cells"] += 1
-        run = f"__import__('_rao_repl').run_cell({code!r}, globals(), {init!r})"
-        return self._drive(node, cell, session, run)
+        run = f"{_GUARD}\n__import__('_rao_repl').run_cell({code!r}, globals(), {init!r})"
+        res = self._drive(node, cell, session, run)
+        if res is not _NO_KERNEL:
+            return res
+        # the session had died since the last cell (e.g. another cell in the box killed it): the
+        # worker started a bare one, so run the cell once more in a fresh REPL with the kernel
+        self.lost.discard(node.id)
+        self.fresh.add(node.id)
+        cell.parts.append("[your REPL was lost since your last cell (its process was killed): a fresh REPL, variables "
+                          "from earlier cells are lost]\n")
+        try:
+            session, init = self._session(node)
+        except Exception as exc:  # noqa: BLE001 - the box cannot be had: not the agent's doing
+            eng._end(node, NodeStatus.INFRA_ERROR, error=f"sandbox unavailable: {type(exc).__name__}: {exc}"[:2000])
+            return None
+        run = f"{_GUARD}\n__import__('_rao_repl').run_cell({code!r}, globals(), {init!r})"
+        res = self._drive(node, cell, session, run)
+        return self._render(cell, ["The REPL could not be set up; try again."]) if res is _NO_KERNEL else res
 
     def _drive(self, node: Node, cell: _Cell, session: Any, code: str) -> str | None:
         """Run or resume ``cell`` until it ends (feedback), suspends or ends the node (None)."""
@@ -351,6 +390,8 @@ class CodeRunner:
                 self.cells.pop(node.id, None)
                 eng._end(node, NodeStatus.INFRA_ERROR, error=f"sandbox failure: {res.stderr.strip()[-1000:]}")
                 return None
+            if res.restarted and res.exit == _NO_KERNEL_EXIT and res.hostcall is None and code.startswith(_GUARD):
+                return _NO_KERNEL  # a bare session: nothing of the cell ran
             self._keep(cell, res.stdout)
             self._keep(cell, _agent_stderr(res.stderr))
             if res.hostcall is None:

@@ -352,3 +352,25 @@ def test_reset_does_no_sandbox_io_and_stderr_of_every_segment_is_shown():
     eng.act(cell("print(x)"))  # the first cell wipes the box: nothing of the last episode is left
     assert box._epoch != epoch and "NameError" in eng.observe()
     eng.close()
+
+
+@pytest.mark.parametrize("per_box", [None, 1])
+def test_a_cell_that_kills_every_process_of_its_box(per_box):
+    sandbox = dict(FAST, **({} if per_box is None else {"repls_per_box": per_box}))
+    eng = engine(difficulty="easy", sandbox=sandbox)
+    eng.reset(seed=0)
+    eng.act(cell("rs = await asyncio.gather(launch_subagent(expr='(1 + 2)'), launch_subagent(expr='(3 * 4)'))"))
+    eng.step("0.0", cell("v = 5"))
+    eng.step("0.1", cell("import os, signal\nos.kill(-1, signal.SIGKILL)\nprint('alive')"))
+    eng.step("0.0", cell("print(v)"))
+    text = eng.observe("0.0")
+    assert eng.tree.nodes["0.0"].status is NodeStatus.RUNNING  # never infra_error: a cell's doing
+    assert "_rao_repl" not in text and "<sandbox>" not in text
+    if per_box == 1:
+        assert "\n5\n" in text  # a box of its own: untouched
+    else:
+        assert "REPL was lost" in text and "NameError" in text
+    eng.step("0.0", cell("finish(3)"))
+    eng.step("0.1", cell("finish(12)"))
+    assert "[3, 12]" in eng.observe("0") or eng.tree.root.status is NodeStatus.RUNNING
+    eng.close()
