@@ -40,6 +40,7 @@ test-slow: setup
 bench: setup
 	$(PY) -m pip install -q -e ".[dev,bench]"
 	$(PY) benchmarks/engine_overhead.py
+	$(PY) benchmarks/code_protocol.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache

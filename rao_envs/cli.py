@@ -19,7 +19,7 @@ import re
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Literal, Union
+from typing import Annotated, Any, Literal, Union
 
 import tyro
 
@@ -124,6 +124,8 @@ class Solve:
     kw: list[str] = field(default_factory=list)
     """Extra make() kwargs as KEY=VALUE, e.g. difficulty=hard max_depth=8."""
     load: list[str] = field(default_factory=list)
+    protocol: Literal["tool", "code"] = "tool"
+    """tool: JSON tool calls; code: the paper's <python> cells in a sandboxed REPL per node."""
 
     def run(self) -> int:
         import gymnasium
@@ -133,13 +135,18 @@ class Solve:
         from rao_envs.render import print_tree
 
         _load(self.load)
-        env = gymnasium.make(f"rao_envs/{rao_envs.task_spec(self.env_id).id}", **_kwargs(self.kw))
+        env = gymnasium.make(f"rao_envs/{rao_envs.task_spec(self.env_id).id}", **_protocol_kw(self.protocol, self.kw))
         task = env.unwrapped.task
         if self.policy == "random":
             policy = RandomPolicy(task, seed=self.seed)
         else:
             policy = task.oracle(**({"delegate": False} if self.policy == "flat" else {}))
+        if self.protocol == "code":
+            from rao_envs.protocols import CodeOracle
+
+            policy = CodeOracle(policy)  # the same policy, each action written as a cell
         tree, total, steps = run_episode(env, policy, seed=self.seed)
+        env.close()
         print_tree(tree)
         print(f"root score {tree.root.score}  total reward {total:.2f}  node-steps {steps}")
         if self.out:
@@ -180,6 +187,8 @@ class Play:
     """Write the finished tree here as JSON."""
     kw: list[str] = field(default_factory=list)
     load: list[str] = field(default_factory=list)
+    protocol: Literal["tool", "code"] = "tool"
+    """code: type one line of Python per turn (statements separated by ;), run in the node's REPL."""
 
     def run(self) -> int:
         from rich.console import Console
@@ -191,8 +200,9 @@ class Play:
 
         _load(self.load)
         console = Console()
-        engine = rao_envs.make_engine(self.env_id, **_kwargs(self.kw))
+        engine = rao_envs.make_engine(self.env_id, **_protocol_kw(self.protocol, self.kw))
         engine.reset(self.seed)
+        code = self.protocol == "code"
         console.print(Panel(Text(engine.system_prompt), title="system prompt (every node)"))
         current = engine.selection
         while not engine.done:
@@ -230,13 +240,15 @@ class Play:
                     console.print(Text(PLAY_HELP))
                 continue
             acted = current
+            action = (line if "<python>" in line else f"<python>\n{line}\n</python>") if code else _shorthand(line)
             if current == engine.selection:
-                engine.act(_shorthand(line))  # the engine passes the turn on in its fair order
+                engine.act(action)  # the engine passes the turn on in its fair order
             else:
-                engine.step(current, _shorthand(line))  # the player switched to another node
+                engine.step(current, action)  # the player switched to another node
             _report(engine, acted, console)
             # the node acted for stays on screen (its tool's result) until it finishes or waits
             current = acted if acted in engine.runnable() else (engine.selection or "0")
+        engine.close()
         print_tree(engine.tree, console)
         console.print(f"root: {engine.tree.root.status.value}, score {engine.tree.root.score}")
         if self.save:
@@ -253,6 +265,9 @@ delegate calls in one turn open those children in parallel:
   <tool>{"name": "delegate", "args": {"goal": "part A", ...}}</tool><tool>{"name": "delegate", "args": {"goal": "part B", ...}}</tool>
 (the system prompt lists each task's delegate arguments). The node waits for its children;
 each child is a node you play in turn, and its result comes back to the parent.
+With --protocol code, type one line of Python per turn (statements separated by ;), e.g.
+  r = await launch_subagent("part A", ...); print(r)
+and in parallel:  a, b = await asyncio.gather(launch_subagent("A", ...), launch_subagent("B", ...))
 After you act, the node stays on screen until it finishes or waits; then play moves on.
 Commands: :nodes (every node and its status)  :switch ID (act for another runnable node)
           :tree  :history (this node's messages)  :help  :quit"""
@@ -269,6 +284,14 @@ def _report(engine, node_id: str, console) -> None:
     elif node.status.value == "waiting":
         open_ = [c for c in node.children if not engine.tree.nodes[c].status.ended]
         console.print(Text(f"node {node_id} waits for its children {', '.join(open_)}", style="bold"))
+
+
+def _protocol_kw(protocol: str, kw: list[str]) -> dict[str, Any]:
+    """The make() kwargs of ``--kw`` items, with ``protocol`` when it is not the default."""
+    out = _kwargs(kw)
+    if protocol != "tool":
+        out["protocol"] = protocol
+    return out
 
 
 def _shorthand(line: str) -> str:
@@ -367,6 +390,8 @@ class Rollout:
     kw: list[str] = field(default_factory=list)
     """Extra make() kwargs as KEY=VALUE, e.g. difficulty=hard lam=0.4."""
     load: list[str] = field(default_factory=list)
+    protocol: Literal["tool", "code"] = "tool"
+    """tool: JSON tool calls; code: the paper's <python> cells in a sandboxed REPL per node."""
 
     def run(self) -> int:
         """Run the batch, save the JSONL, print a one-line summary; non-zero exit when too many requests failed."""
@@ -379,7 +404,7 @@ class Rollout:
         from rao_envs.types import save_trees
 
         _load(self.load)
-        kw = _kwargs(self.kw)
+        kw = _protocol_kw(self.protocol, self.kw)
         env_id = rao_envs.task_spec(self.env_id).id
         if self.policy == "endpoint":
             try:
@@ -394,7 +419,12 @@ class Rollout:
         else:
             task = rao_envs.make_engine(env_id, **kw).task
             flat = self.policy == "flat"
-            policy = OraclePolicy(lambda: task.oracle(delegate=False) if flat else task.oracle())
+            if self.protocol == "code":
+                from rao_envs.protocols import CodeOracle
+
+                policy = OraclePolicy(lambda: CodeOracle(task.oracle(delegate=False) if flat else task.oracle()))
+            else:
+                policy = OraclePolicy(lambda: task.oracle(delegate=False) if flat else task.oracle())
         driver = RolloutDriver(policy, concurrency=self.concurrency, policy_version=self.policy_version, progress=self.progress)
         seeds = range(self.seed_start, self.seed_start + self.n)
         trees = asyncio.run(driver.run(env_id, seeds, group_size=self.group_size, env_kwargs=kw))

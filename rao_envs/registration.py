@@ -30,7 +30,7 @@ from rao_envs.types import Limits
 
 ENTRY_POINT_GROUP = "rao_envs.tasks"
 GYM_NAMESPACE = "rao_envs"
-ENGINE_KWARGS = ("lam", "protocol")
+ENGINE_KWARGS = ("lam", "protocol", "sandbox")
 #: ``[rao_envs/]Name-vN``: the one parser of task ids (the namespace is optional)
 TASK_ID_RE = re.compile(r"^(?:(?P<namespace>[\w.-]+)/)?(?P<name>[A-Za-z][\w.]*)-v(?P<version>\d+)$")
 #: view name -> (Gymnasium id suffix after the task name, entry point of the view class)

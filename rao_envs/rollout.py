@@ -175,6 +175,8 @@ class RolloutDriver:
             for t in run.pending.values():
                 t.cancel()
             await asyncio.gather(*run.pending.values(), return_exceptions=True)
+            if engine._runner is not None:  # code mode: give the sandbox back
+                await asyncio.to_thread(engine.close)
         self.stats.trees += 1
         self.stats.nodes += len(tree.nodes)
         self.stats.infra_errors += sum(1 for n in tree.nodes.values() if n.status is NodeStatus.INFRA_ERROR)
@@ -236,7 +238,10 @@ class RolloutDriver:
                 engine.fail(nid, f"{kind}{res}")
                 touched.append(node.parent)
             else:
-                out = engine.step(nid, res)  # the engine records the completion's token ids and logprobs
+                if engine._runner is None:
+                    out = engine.step(nid, res)  # the engine records the completion's token ids and logprobs
+                else:  # code mode: the cell runs in a sandbox, off the event loop
+                    out = await asyncio.to_thread(engine.step, nid, res)
                 touched += out.spawned + [tree.nodes[e].parent for e in out.ended]
             for other in list(pending):  # cancel requests of nodes this action ended
                 if engine.done or tree.nodes[other].status is not RUNNING:

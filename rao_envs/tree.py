@@ -109,6 +109,7 @@ class TreeEngine:
         lam: float = 0.0,
         task_kwargs: dict[str, Any] | None = None,
         protocol: str | ActionProtocol = "tool",
+        sandbox: Any = None,
     ) -> None:
         self.task = task
         self.limits = limits or task.limits()
@@ -116,6 +117,8 @@ class TreeEngine:
         self.lam = float(lam)
         self.task_kwargs = dict(task_kwargs or {})
         self.protocol = get_protocol(protocol, self.limits.max_action_chars)
+        # code mode (protocol="code"): cells run in sandboxed REPLs (rao_envs.code_runner)
+        self._runner = self.protocol.runner(self, sandbox) if getattr(self.protocol, "runs_cells", False) else None
         self._max_stored = self.limits.max_action_chars + 1024  # longest assistant text kept in a transcript
         self.system_prompt = self._system_prompt()
         self.tree: EpisodeTree | None = None
@@ -126,6 +129,8 @@ class TreeEngine:
         if seed is None:
             seed = fresh_seed()
         self.seed = check_seed(seed)
+        if self._runner is not None:
+            self._runner.reset()
         self.instance: TaskInstance = self.task.make_instance(np.random.default_rng(self.seed))
         self.tree = EpisodeTree(
             env_id=self.env_id,
@@ -154,6 +159,11 @@ class TreeEngine:
         budget = self.limits.max_steps_per_node if pool is None else min(pool, self.limits.max_steps_per_node)
         self._spawn(None, self.instance.goal, normalize(self.instance.args), None, budget)
         return self.tree
+
+    def close(self) -> None:
+        """Release what the engine holds outside Python (code mode: its sandbox REPLs); never raises."""
+        if self._runner is not None:
+            self._runner.close()
 
     @property
     def done(self) -> bool:
@@ -432,9 +442,9 @@ class TreeEngine:
             except ParseError as exc:
                 feedback: str | None = f"Error: {exc}"
             else:
-                feedback = self._dispatch(node, calls)
+                feedback = self._dispatch(node, calls) if self._runner is None else self._runner.turn(node, calls)
         else:
-            feedback = self._dispatch(node, calls)
+            feedback = self._dispatch(node, calls) if self._runner is None else self._runner.turn(node, calls)
         status = node.status
         if status is RUNNING or status is WAITING:
             if feedback is not None:
@@ -673,6 +683,8 @@ class TreeEngine:
             deleg = f"You may delegate sub-tasks to sub-agents (depth {node.depth} of max {self.limits.max_depth})."
         else:
             deleg = "You cannot delegate: the maximum depth is reached, so do everything yourself."
+        if hasattr(self.protocol, "node_note"):  # code mode: what the node's notebook holds
+            deleg += "\n" + self.protocol.node_note(node)
         first = f"{self.task.node_prompt(ctx)}\n\n{deleg}\n\n{self.status_line(node)}"
         node.transcript = [
             {"role": "system", "content": self.system_prompt},
@@ -694,6 +706,8 @@ class TreeEngine:
         if error is not None:
             node.error = clean_text(error)
         self._waiting.pop(node.id, None)
+        if self._runner is not None:
+            self._runner.node_ended(node)
         for child_id in list(self._open.get(node.id, [])):  # a node's open children die with it
             self._end(tree.nodes[child_id], NodeStatus.CANCELLED)
         if status is NodeStatus.FINISHED:
@@ -716,6 +730,9 @@ class TreeEngine:
         opened = self._open[parent.id]
         opened.remove(child.id)
         if parent.status.ended or child.status is NodeStatus.CANCELLED:
+            return
+        if self._runner is not None:  # code mode: the result lands in the parent's suspended cell
+            self._runner.child_ended(parent, child)
             return
         if child.status is NodeStatus.FINISHED:
             text = f"[sub-agent {child.id} finished] {_as_text(child.result)}"
@@ -751,6 +768,12 @@ class TreeEngine:
         return node
 
     def _system_prompt(self) -> str:
+        if hasattr(self.protocol, "action_space"):  # code mode: tools as Python functions
+            return (
+                f"{self.task.system_prompt}\n\n# Action space\n{self.protocol.describe()}\n\n"
+                f"Functions in your notebook:\n{self.protocol.action_space(self.task)}\n\n"
+                "Every step (turn) costs one step of your budget, whatever it does."
+            )
         extra = self.task.delegate_args_doc
         verbs = (
             f"- delegate(goal: str, context: str = None, budget: int = None, wait: bool = True{extra}): "

@@ -178,6 +178,8 @@ class ExecResult:
     truncated: bool = False
     error_kind: Optional[str] = None
     restarted: bool = False
+    #: code mode: the run stopped at a host call (its JSON text, untrusted); answer with the next run
+    hostcall: Optional[str] = None
 
     @property
     def ok(self) -> bool:
@@ -620,6 +622,7 @@ class Sandbox:
             truncated=bool(reply.get("truncated", False)),
             error_kind=kind,
             restarted=bool(reply.get("restarted", False)),
+            hostcall=reply["hostcall"] if isinstance(reply.get("hostcall"), str) else None,
         )
 
     # ----- public API

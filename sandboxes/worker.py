@@ -441,6 +441,11 @@ def _session_setup(sock, cfg, hardening):
     except OSError:
         pass
     globs = {"__name__": "__main__", "__builtins__": builtins}
+    import types
+
+    host = types.ModuleType("_rao_host", "The host channel of this REPL session (code mode): call(payload).")
+    host.call = _host_call
+    sys.modules["_rao_host"] = host
     _session_loop(sock, cfg, globs, devnull)
 
 
@@ -469,7 +474,9 @@ def _session_loop(sock, cfg, globs, devnull):
         except Exception:
             os._exit(3)
         if msg == b"R" and len(fds) == 3:
+            _CALL.update(sock=sock, report=fds[2], pid=my_pid, devnull=devnull)
             reply = _session_run(req, fds[0], fds[1], globs, my_pid, devnull)
+            fds[-1] = _CALL.pop("report", fds[-1])  # a host call during the run moved to a later call's pipe
         elif msg == b"F" and len(fds) == 2:
             reply = _session_fork(sock, fds[0], fds[1], cfg, globs, devnull)
         else:
@@ -483,6 +490,70 @@ def _session_loop(sock, cfg, globs, devnull):
             pass
         os.close(fds[-1])
         os.kill(my_pid, signal.SIGSTOP)
+
+
+# --------------------------------------------------------------------------- host calls (code mode)
+_CALL = {}  # the session's current call: socket, report pipe, pid, /dev/null (set per run)
+_MAX_HOSTCALL = 60000  # characters of one host call's JSON (it travels in the 64 KiB report)
+
+
+def _host_call(payload):
+    """Ask the host for something in the middle of a run and return its answer (code mode).
+
+    The session ends the current call as if the cell had finished, with the request in its
+    report (``hostcall``, JSON text), and stops; the host answers with its next ``run`` of
+    this session, whose code is the answer as JSON text, and the cell goes on with fresh
+    output pipes. Exposed to session code as ``_rao_host.call``. Raises ``ValueError`` for a
+    request that is not JSON-able or over :data:`_MAX_HOSTCALL` characters, ``RuntimeError``
+    outside a run.
+    """
+    st = _CALL
+    if st.get("pid") != os.getpid() or "report" not in st:
+        raise RuntimeError("host calls are only possible from the session's own cell")
+    th = sys.modules.get("threading")
+    if th is not None and th.current_thread() is not th.main_thread():
+        raise RuntimeError("host calls are only possible from the cell's main thread")
+    body = json.dumps(payload)
+    if len(body) > _MAX_HOSTCALL:
+        raise ValueError("the call is %d characters of JSON, over the %d limit" % (len(body), _MAX_HOSTCALL))
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except BaseException:
+            pass
+    devnull = st["devnull"]
+    os.dup2(devnull, 1)
+    os.dup2(devnull, 2)
+    report = st.pop("report")
+    try:
+        _write_all(report, _frame({"exit": 0, "kind": None, "hostcall": body}))
+    except OSError:
+        pass
+    os.close(report)
+    sock, my_pid = st["sock"], st["pid"]
+    chld = _quiet_children()
+    os.kill(my_pid, signal.SIGSTOP)
+    if chld is not None:
+        try:
+            signal.signal(signal.SIGCHLD, chld)
+        except (ValueError, OSError, TypeError):
+            pass
+    try:
+        msg, fds, _, _ = socket.recv_fds(sock, 1, 4, getattr(socket, "MSG_CMSG_CLOEXEC", 0))
+    except (OSError, EOFError):
+        os._exit(0)
+    if msg != b"R" or len(fds) != 3:
+        os._exit(3)
+    try:
+        req = _read_frame(sock.fileno(), _MAX_HOST_FRAME, time.monotonic() + 10)
+    except Exception:
+        os._exit(3)
+    os.dup2(fds[0], 1)
+    os.dup2(fds[1], 2)
+    os.close(fds[0])
+    os.close(fds[1])
+    st["report"] = fds[2]
+    return json.loads(req["code"])
 
 
 def _quiet_children():
@@ -1136,7 +1207,7 @@ class Server:
         stderr = output.text(output.err_r)
         if notes:
             stderr = stderr + ("\n" if stderr and not stderr.endswith("\n") else "") + "\n".join(notes) + "\n"
-        return {
+        reply = {
             "stdout": output.text(output.out_r),
             "stderr": stderr,
             "exit": exit_code,
@@ -1145,6 +1216,9 @@ class Server:
             "error_kind": kind,
             "restarted": restart or died,
         }
+        if report is not None and not restart and isinstance(report.get("hostcall"), str):
+            reply["hostcall"] = report["hostcall"]  # the cell asks the host (code mode); the host validates it
+        return reply
 
     def _set_cpu_limit(self, s, cpu, info):
         """The session's CPU backstop for this run, set from here (not by the session itself)

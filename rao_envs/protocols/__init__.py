@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from rao_envs.errors import ConfigError
 from rao_envs.protocols.base import ActionProtocol, Call, ParseError
+from rao_envs.protocols.code import CodeOracle, CodeProtocol
 from rao_envs.protocols.tool import ToolProtocol, tool_call_text
 
 #: protocol name -> class; ``make(..., protocol=NAME)`` picks one
-PROTOCOLS: dict[str, type[ActionProtocol]] = {"tool": ToolProtocol}
+PROTOCOLS: dict[str, type[ActionProtocol]] = {"tool": ToolProtocol, "code": CodeProtocol}
 
 
 def get_protocol(protocol: str | ActionProtocol, max_chars: int = 32768) -> ActionProtocol:
@@ -20,4 +21,4 @@ def get_protocol(protocol: str | ActionProtocol, max_chars: int = 32768) -> Acti
     return cls(max_chars)
 
 
-__all__ = ["PROTOCOLS", "ActionProtocol", "Call", "ParseError", "ToolProtocol", "get_protocol", "tool_call_text"]
+__all__ = ["PROTOCOLS", "ActionProtocol", "Call", "CodeOracle", "CodeProtocol", "ParseError", "ToolProtocol", "get_protocol", "tool_call_text"]

@@ -44,9 +44,18 @@ def _env(env_id: str, **kwargs: Any):
 
 def _oracle(env, **kwargs: Any):
     try:
-        return env.unwrapped.task.oracle(**kwargs)
+        return _code_form(env, env.unwrapped.task.oracle(**kwargs))
     except NotImplementedError:
         return None
+
+
+def _code_form(env, policy):
+    """``policy`` as is, or its code form (:class:`~rao_envs.protocols.CodeOracle`) when ``env`` is in code mode."""
+    if getattr(env.unwrapped.engine.protocol, "runs_cells", False):
+        from rao_envs.protocols import CodeOracle
+
+        return CodeOracle(policy)
+    return policy
 
 
 def _told_deferred(node) -> bool:
@@ -197,7 +206,7 @@ def check_determinism(env_id: str, seeds: range | list[int] = range(2), **kwargs
         for _ in range(2):
             env = _env(env_id, **kwargs)
             oracle = _oracle(env)
-            policies = [RandomPolicy(env.task, seed=seed)] + ([oracle] if oracle is not None else [])
+            policies = [_code_form(env, RandomPolicy(env.task, seed=seed))] + ([oracle] if oracle is not None else [])
             dumps.append([run_policy(env, p, seed).to_json() for p in policies])
         if dumps[0] != dumps[1]:
             _fail(f"{env_id} seed {seed}: two runs with the same seed and actions gave different trees")
@@ -306,6 +315,49 @@ def fuzz_actions(
     return out[:n] if n >= len(fixed) else out
 
 
+def code_fuzz_cells(tool_names: list[str], arg_names: dict[str, list[str]] | None = None) -> list[str]:
+    """Hostile code-mode turns: runaway, crashing, channel-attacking and malformed cells.
+
+    Every one must come back as feedback (or a clean refusal) with the episode going on and
+    the host unharmed; the sandbox's failures caused by the cell are the agent's, not infra.
+    """
+    arg_names = arg_names or {}
+    cells = [
+        "while True:\n    pass",
+        "print('x' * 10**7)",
+        "def broken(:\n  pass",
+        "import os; os._exit(0)",
+        "class E(Exception):\n    def __str__(self):\n        raise ValueError('no')\nraise E()",
+        "def f(n):\n    return f(n + 1)\nf(0)",
+        "await asyncio.Future()",
+        "r = await asyncio.gather(*[launch_subagent('x') for _ in range(10000)])\nprint(len(r), r[0])",
+        "launch_subagent('never awaited')",
+        "import _rao_host\n_rao_host.call({'t': 'tool', 'name': 'x' * 10**6})",
+        "import _rao_host\nprint(_rao_host.call({'t': 'spawn', 'count': 10**9, 'requests': None}))",
+        "import _rao_host\nprint(_rao_host.call({'t': 'spawn', 'count': 2, 'requests': [1, 2]}))",
+        "import _rao_host\nprint(_rao_host.call('garbage'))",
+        "import _rao_host\nprint(_rao_host.call({'t': 'tool', 'node': '0.7', 'name': 'nope', 'args': {}}))",
+        "import threading, _rao_host\nt = threading.Thread(target=lambda: _rao_host.call({'t': 'tool', 'name': 'x'}))\nt.start(); t.join()",
+        "import os, _rao_host\nst = _rao_host.call.__globals__['_CALL']\nos.write(st['report'], b'\\x00\\x00\\x00\\x05junk!')",
+        "import _rao_host\n_rao_host.call.__globals__['_CALL']['sock'].send(b'garbage on the channel')",
+        "import os, signal\nos.kill(os.getppid(), signal.SIGKILL)",
+        "import os, signal\nos.kill(-1, signal.SIGKILL)",
+        "x = bytearray(10**11)",
+        "finish({1, 2})",
+        "import sys; sys.exit(3)",
+        "raise KeyboardInterrupt",
+        "import asyncio\nasync def main():\n    return await asyncio.gather(launch_subagent('a'), launch_subagent('b'))\nprint(asyncio.run(main()))",
+        "print(launch_subagent)\nprint(finish.__doc__)",
+    ]
+    junks = ["s", -1, None, [[[]]], {"a": {"b": 1}}, 10**30]
+    for i, name in enumerate(tool_names):
+        params = arg_names.get(name) or []
+        junk = junks[i % len(junks)]
+        cells.append(f"print({name}(" + ", ".join(f"{p}={junk!r}" for p in params) + "))")
+        cells.append(f"try:\n    {name}(zzz=1)\nexcept Exception as e:\n    print(type(e).__name__, e)")
+    return [f"<thought>fuzz</thought><python>\n{c}\n</python>" for c in cells]
+
+
 def check_fuzz(env_id: str, n: int = 2000, seed: int = 0, **kwargs: Any) -> int:
     """Thousands of random/adversarial actions never raise; each gets a feedback observation."""
     env = _env(env_id, **kwargs)
@@ -314,7 +366,10 @@ def check_fuzz(env_id: str, n: int = 2000, seed: int = 0, **kwargs: Any) -> int:
     rng = np.random.default_rng(seed)
     obs, info = env.reset(seed=seed)
     arg_names = {name: list(spec.model.model_fields) for name, spec in env.task.tools.items()}
-    for i, action in enumerate(fuzz_actions(rng, n, names, arg_names)):
+    actions = fuzz_actions(rng, n, names, arg_names)
+    if getattr(engine.protocol, "runs_cells", False):  # code mode: hostile cells first, then the text fuzz
+        actions = (code_fuzz_cells(list(env.task.tools), arg_names) + actions)[: max(n, 1)]
+    for i, action in enumerate(actions):
         node = info["node"]
         turns = len(engine.tree.nodes[node].transcript)
         try:

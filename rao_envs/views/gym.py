@@ -148,6 +148,10 @@ class RaoEnv(gym.Env):
 
         return render_for_mode(self.engine.tree, self.render_mode)
 
+    def close(self) -> None:
+        """Release the engine's sandbox REPLs (code mode); the tree stays readable."""
+        self.engine.close()
+
 
 def _copy_dicts(value: dict[str, Any]) -> dict[str, Any]:
     """Copy nested dicts (Gymnasium requires fresh info dicts on every call); cheap for small args."""

@@ -113,7 +113,8 @@ class RaoParallelEnv(ParallelEnv):
         return render_for_mode(self.engine.tree, self.render_mode or "ansi")
 
     def close(self) -> None:
-        """Nothing to release."""
+        """Release the engine's sandbox REPLs (code mode); the tree stays readable."""
+        self.engine.close()
 
 
 def _clone(space):
