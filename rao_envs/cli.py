@@ -313,7 +313,8 @@ class Rollout:
 
     env_id: Positional[str]
     base_url: str = "http://127.0.0.1:8000/v1"
-    """Endpoint root, e.g. http://localhost:8000/v1 (vLLM, SGLang, llama.cpp server, Ollama)."""
+    """Endpoint root, e.g. http://localhost:8000/v1 (vLLM, SGLang, llama.cpp server, Ollama); several
+    comma-separated roots of one model are balanced, a dead one taken out and retried later."""
     model: str = "default"
     n: Annotated[int, tyro.conf.arg(aliases=("-n",))] = 8
     """Number of tasks (seeds)."""
@@ -340,6 +341,10 @@ class Rollout:
     kw: list[str] = field(default_factory=list)
     """Extra make() kwargs as KEY=VALUE, e.g. difficulty=hard lam=0.4."""
     load: list[str] = field(default_factory=list)
+    ray: str | None = None
+    """Run the trees on the Ray cluster at this address (auto, or HOST:PORT) instead of in this process."""
+    ray_workers: int | None = None
+    """Ray rollout workers (default: one per alive node)."""
 
     def run(self) -> int:
         """Run the batch, save the JSONL, print a one-line summary."""
@@ -359,18 +364,38 @@ class Rollout:
                 extra = json.loads(self.extra_body) if self.extra_body else None
             except ValueError as exc:
                 raise SystemExit(f"--extra-body must be a JSON object: {exc}") from None
-            policy = OpenAIPolicy(
-                self.base_url, self.model, temperature=self.temperature, top_p=self.top_p, max_tokens=self.max_tokens,
-                timeout=self.timeout, retries=self.retries, extra_body=extra,
-                api_key=self.api_key or os.environ.get("OPENAI_API_KEY"),
-            )
+            client = dict(temperature=self.temperature, top_p=self.top_p, max_tokens=self.max_tokens,
+                          timeout=self.timeout, retries=self.retries, extra_body=extra,
+                          api_key=self.api_key or os.environ.get("OPENAI_API_KEY"))
+            urls = [u.strip() for u in self.base_url.split(",") if u.strip()]
+            if len(urls) > 1:
+                from rao_envs.distributed.endpoints import BalancedPolicy
+
+                policy = BalancedPolicy(urls, self.model, **client)
+            else:
+                policy = OpenAIPolicy(self.base_url, self.model, **client)
         else:
             task = rao_envs.make_engine(env_id, **kw).task
             flat = self.policy == "flat"
             policy = OraclePolicy(lambda: task.oracle(delegate=False) if flat else task.oracle())
-        driver = RolloutDriver(policy, concurrency=self.concurrency, policy_version=self.policy_version, progress=self.progress)
         seeds = range(self.seed_start, self.seed_start + self.n)
-        trees = asyncio.run(driver.run(env_id, seeds, group_size=self.group_size, env_kwargs=kw))
+        if self.ray is not None:
+            from rao_envs.distributed.driver import RayRolloutDriver
+
+            driver = RayRolloutDriver(policy, address=self.ray, workers=self.ray_workers, concurrency=self.concurrency,
+                                      policy_version=self.policy_version, progress=self.progress)
+
+            async def go():
+                try:
+                    return await driver.run(env_id, seeds, group_size=self.group_size, env_kwargs=kw)
+                finally:
+                    driver.close()
+
+            trees = asyncio.run(go())
+        else:
+            driver = RolloutDriver(policy, concurrency=self.concurrency, policy_version=self.policy_version,
+                                   progress=self.progress)
+            trees = asyncio.run(driver.run(env_id, seeds, group_size=self.group_size, env_kwargs=kw))
         self.out.parent.mkdir(parents=True, exist_ok=True)
         save_trees(trees, str(self.out))
         st = driver.stats
@@ -379,6 +404,9 @@ class Rollout:
             f"{len(trees)} trees ({st.nodes} nodes, {st.calls} calls, {st.infra_errors} infra errors) in {st.wall_s:.1f}s; "
             f"{solved} roots solved; saved {self.out}"
         )
+        if self.ray is not None:
+            print(f"ray: {st.workers_started} workers started, {st.workers_lost} lost; {st.retried} trees re-run, "
+                  f"{st.failed} failed")
         return 0
 
 

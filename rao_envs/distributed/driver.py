@@ -473,11 +473,11 @@ async def ray_rollout(
     """:func:`rao_envs.rollout.rollout` on Ray: same arguments and return shape; ``options`` go to :class:`RayRolloutDriver`."""
     import inspect
 
-    require_ray()
     known = set(inspect.signature(RayRolloutDriver.__init__).parameters) - {"self", "policy"}
     bad = sorted(set(options) - known)
     if bad:
         raise ConfigError(f"unknown Ray rollout option(s) {bad}; choose from {sorted(known - set(_TAKEN))}")
+    require_ray()
     driver = RayRolloutDriver(policy, address=address, concurrency=concurrency, policy_version=policy_version,
                               progress=progress, strict=strict, **options)
     try:

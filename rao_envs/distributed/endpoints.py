@@ -118,8 +118,14 @@ class BalancedPolicy:
             ep.outages += 1
         ep.last_error = why
         ep.next_probe = time.monotonic() + self.probe_interval
-        if ep._probe is None or ep._probe.done():
-            ep._probe = asyncio.ensure_future(self._reprobe(ep))
+        self._watch(ep)
+
+    def _watch(self, ep: EndpointState) -> None:
+        """Make sure a down endpoint has a re-probe running in this event loop."""
+        loop = asyncio.get_running_loop()
+        task = ep._probe
+        if task is None or task.done() or task.get_loop() is not loop:
+            ep._probe = loop.create_task(self._reprobe(ep))
 
     async def _reprobe(self, ep: EndpointState) -> None:
         """Probe a down endpoint every ``probe_interval`` s until it answers, then put it back."""
@@ -143,6 +149,9 @@ class BalancedPolicy:
     # ----- the policy
     async def __call__(self, messages: list[dict[str, str]], info: NodeInfo | None = None) -> Completion:
         """One chat completion on the least-loaded healthy endpoint; fails over when an endpoint is down."""
+        for ep in self.endpoints:
+            if not ep.up:
+                self._watch(ep)  # e.g. a new asyncio.run: the last loop's probes are gone
         tried: set[str] = set()
         deadline = time.monotonic() + self.wait_for_endpoint
         last = "no endpoint tried"
