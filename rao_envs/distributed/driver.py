@@ -218,7 +218,9 @@ class RayRolloutDriver:
 
             from rao_envs.distributed.broker import SlotBroker
 
-            here = ray.get_runtime_context().get_node_id()
+            # on the head node (it lives as long as the cluster), else next to this driver
+            here = next((n["NodeID"] for n in ray.nodes() if n.get("Alive") and "node:__internal_head__" in n["Resources"]),
+                        ray.get_runtime_context().get_node_id())
             self._broker = ray.remote(SlotBroker).options(
                 num_cpus=0, max_concurrency=100_000, max_restarts=0,
                 scheduling_strategy=NodeAffinitySchedulingStrategy(here, soft=True),

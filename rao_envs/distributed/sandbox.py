@@ -26,6 +26,7 @@ import contextlib
 import itertools
 import os
 import threading
+import time
 import uuid
 from typing import Any, Iterator
 
@@ -188,10 +189,19 @@ class RaySandboxPool:
 
         slot = self._slot(key)
         actor = self.actors[slot]
-        try:
-            epoch, box = ray.get(actor.acquire.remote(timeout), timeout=(timeout or 0) + self.call_timeout)
-        except Exception as exc:  # noqa: BLE001 - dead actor, no box in time, start failure
-            raise SandboxInfraError(f"no sandbox from pool actor {slot}: {_why(exc)}") from None
+        deadline = time.monotonic() + (timeout if timeout is not None else self.call_timeout)
+        delay = 0.2
+        while True:  # an actor that Ray is restarting answers "unavailable" for a few seconds: wait for it
+            try:
+                epoch, box = ray.get(actor.acquire.remote(timeout), timeout=(timeout or 0) + self.call_timeout)
+                break
+            except ray.exceptions.RayActorError as exc:
+                if time.monotonic() + delay > deadline:
+                    raise SandboxInfraError(f"no sandbox from pool actor {slot}: {_why(exc)}") from None
+                time.sleep(delay)
+                delay = min(2.0, delay * 2)
+            except Exception as exc:  # noqa: BLE001 - no box in time, start failure, call timeout
+                raise SandboxInfraError(f"no sandbox from pool actor {slot}: {_why(exc)}") from None
         return RemoteSandbox(self, slot, actor, epoch, box)
 
     def release(self, sb: RemoteSandbox) -> None:
