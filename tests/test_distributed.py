@@ -81,22 +81,95 @@ def test_tree_worker_in_process_gives_the_local_driver_trees():
     assert sum(info["calls"] for _, info in out) > 0
 
 
-def test_slot_broker_frees_a_dead_workers_slots():
+class InProcess:
+    """A local object behind the ``handle.method.remote(...)`` call shape of a Ray actor."""
+
+    def __init__(self, obj):
+        self.obj = obj
+
+    def __getattr__(self, name):
+        fn = getattr(self.obj, name)
+
+        class Method:
+            @staticmethod
+            def remote(*args):
+                out = fn(*args)
+                return asyncio.ensure_future(out) if asyncio.iscoroutine(out) else _done(out)
+
+        return Method
+
+
+def _done(value):
+    fut = asyncio.get_running_loop().create_future()
+    fut.set_result(value)
+    return fut
+
+
+def test_leased_cap_is_global_fair_and_fully_used():
+    """Two workers share a cap of 5 through the broker: never more than 5 in flight, the cap is reached,
+    every slot goes back at the end, and the trees are the local driver's."""
+    eng = rao_envs.make_engine("Toy-v0", **KW)
+    live = {"now": 0, "peak": 0}
+
+    class Counting:
+        def __init__(self):
+            self.oracle = OraclePolicy(lambda: eng.task.oracle())
+
+        async def __call__(self, messages, info):
+            live["now"] += 1
+            live["peak"] = max(live["peak"], live["now"])
+            try:
+                await asyncio.sleep(0.002)
+                return await self.oracle(messages, info)
+            finally:
+                live["now"] -= 1
+
+    factory = engine_factory("Toy-v0", **KW)
+
+    async def main():
+        from rao_envs.distributed.broker import RemoteCap
+
+        broker = SlotBroker(5)
+        handle = InProcess(broker)
+        workers = [TreeWorker(Counting(), w, RemoteCap(handle, w), concurrency=5) for w in range(2)]
+        jobs = [(s, g) for s in range(6) for g in range(2)]
+        out = await asyncio.gather(*(workers[i % 2].run_tree(factory, "Toy-v0", s, g, (0, i)) for i, (s, g) in enumerate(jobs)))
+        await asyncio.sleep(0.1)  # idle slots go back
+        return out, broker
+
+    out, broker = asyncio.run(main())
+    assert live["peak"] == 5 and broker.peak <= 5
+    assert broker.free == 5 and sum(broker.leased.values()) == 0
+    fresh = OraclePolicy(lambda: eng.task.oracle())
+    local = asyncio.run(rollout("Toy-v0", fresh, range(6), group_size=2, env_kwargs=KW))
+    assert all(strip_tokens(a) == strip_tokens(b) for (a, _), b in zip(out, local))
+
+
+def test_slot_broker_shares_scarce_slots_and_frees_a_dead_workers_slots():
+    async def settle():
+        for _ in range(5):
+            await asyncio.sleep(0)
+
     async def main():
         broker = SlotBroker(2)
-        assert await broker.acquire(0, "a") and await broker.acquire(0, "b")
-        waiter = asyncio.ensure_future(broker.acquire(1, "c"))
-        await asyncio.sleep(0)
-        assert not waiter.done()
-        assert broker.forget(0) == 2  # worker 0 died holding both slots
-        assert await waiter
-        late = await broker.acquire(0, "d")  # a grant to the dead worker goes straight back
-        assert late is False
-        broker.release(1)
+        assert await broker.lease(0, 5) == 2  # all there is
+        a = asyncio.ensure_future(broker.lease(1, 3))
+        b = asyncio.ensure_future(broker.lease(2, 3))
+        await settle()
+        assert not a.done() and not b.done()
+        broker.give_back(0, 1)
+        await settle()
+        assert a.done() + b.done() == 1  # one slot: one hungry worker served, the other still waits
+        assert broker.forget(0) == 1  # worker 0 died holding a slot: it goes to the one still waiting
+        await settle()
+        assert a.done() and b.done() and a.result() == b.result() == 1
+        assert await broker.lease(0, 1) == 0  # a dead worker gets nothing
+        broker.give_back(1, 1)
+        broker.give_back(2, 1)
         return broker.stats()
 
     st = asyncio.run(main())
-    assert st["in_use"] == 0 and st["capacity"] == 2
+    assert st["leased"] == 0 and st["capacity"] == 2 and st["peak"] == 2
 
 
 def test_balanced_policy_pickles_as_configuration():

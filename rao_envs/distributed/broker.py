@@ -1,96 +1,169 @@
-"""The one concurrency cap of a distributed rollout: a slot broker every worker asks.
+"""The one concurrency cap of a distributed rollout: slots leased to workers by a broker.
 
-:class:`SlotBroker` (a Ray actor in the cluster, a plain object in tests) grants request
-slots round-robin across *trees* with :class:`~rao_envs.limiter.FairLimiter`, whichever worker
-runs them, so a cap of 64 means 64 requests in flight in the whole cluster and a huge tree on
-one worker cannot starve the trees on another. It counts the slots each worker holds: when a
-worker dies, :meth:`SlotBroker.forget` gives its slots back (a dead worker never shrinks the
-cap). :class:`RemoteCap` is the worker-side client with the limiter interface the rollout
-driver uses (``await acquire(key)`` / ``release()``).
+A cap of 64 means 64 requests in flight in the whole cluster. Asking a central actor for
+every request would put a round trip on every call, so slots are **leased**: the
+:class:`SlotBroker` (one Ray actor, on the head node) owns the ``capacity`` slots and lends
+them to workers in bursts; each worker's :class:`RemoteCap` hands its leased slots to its
+requests with a local :class:`~rao_envs.limiter.FairLimiter` (round-robin across that worker's
+trees) and gives idle slots back after ``idle_s``. A worker asks only when all its slots are
+busy and a request waits; while no slot is free anywhere, hungry workers queue at the broker
+and returned slots are shared among them one at a time, round-robin. So the cap is global and
+never exceeded (leased ≤ capacity), no tree starves (round-robin within a worker, workers
+balanced by the driver's tree dispatch), and a request costs no round trip while its worker
+holds a slot.
+
+When a worker dies, :meth:`SlotBroker.forget` takes back every slot it held: a dead worker
+never shrinks the cap.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections import Counter
+from collections import Counter, OrderedDict
 from typing import Any
 
 from rao_envs.limiter import FairLimiter
 
 
 class SlotBroker:
-    """A :class:`FairLimiter` shared by many workers, with per-worker accounting."""
+    """Owns the cluster-wide request slots and leases them to workers (module docstring)."""
 
     def __init__(self, capacity: int) -> None:
-        self.limiter = FairLimiter(capacity)
-        self.held: Counter[int] = Counter()
+        self.capacity = capacity
+        self.free = capacity
+        self.leased: Counter[int] = Counter()
         self.dead: set[int] = set()
-        self.grants = 0
+        self._hungry: OrderedDict[int, list] = OrderedDict()  # worker -> [want, future, granted]
+        self.peak = 0
+        self.leases = 0
 
-    async def acquire(self, worker: int, key: Any) -> bool:
-        """Wait for a slot for tree ``key`` of ``worker``; False if the worker was forgotten meanwhile."""
-        await self.limiter.acquire(key)
-        if worker in self.dead:
-            self.limiter.release()
-            return False
-        self.held[worker] += 1
-        self.grants += 1
-        return True
+    async def lease(self, worker: int, want: int) -> int:
+        """Lease up to ``want`` slots to ``worker``; waits while none is free. Returns how many (0 if forgotten)."""
+        if worker in self.dead or want < 1:
+            return 0
+        if self.free > 0 and not self._hungry:
+            return self._grant(worker, min(want, self.free))
+        entry = self._hungry.get(worker)
+        if entry is None:
+            entry = self._hungry[worker] = [want, asyncio.get_running_loop().create_future(), 0]
+        else:
+            entry[0] = max(entry[0], want)
+        self._share()
+        return await asyncio.shield(entry[1])
 
-    def release(self, worker: int) -> None:
-        """Give back one slot of ``worker``."""
-        if self.held[worker] > 0:
-            self.held[worker] -= 1
-            self.limiter.release()
+    def _grant(self, worker: int, n: int) -> int:
+        self.free -= n
+        self.leased[worker] += n
+        self.leases += 1
+        self.peak = max(self.peak, self.capacity - self.free)
+        return n
+
+    def _share(self) -> None:
+        """Hand free slots to hungry workers one at a time, round-robin; every worker served gets its slots now."""
+        while self.free > 0 and self._hungry:
+            progress = False
+            for worker, entry in self._hungry.items():
+                if self.free == 0:
+                    break
+                if entry[2] < entry[0]:
+                    self._grant(worker, 1)
+                    entry[2] += 1
+                    progress = True
+            if not progress:
+                break
+        for worker in [w for w, e in self._hungry.items() if e[2] > 0]:
+            entry = self._hungry.pop(worker)
+            entry[1].set_result(entry[2])
+
+    def give_back(self, worker: int, n: int) -> None:
+        """``worker`` returns ``n`` idle slots."""
+        n = min(n, self.leased[worker])
+        if n > 0:
+            self.leased[worker] -= n
+            self.free += n
+            self._share()
 
     def forget(self, worker: int) -> int:
-        """``worker`` died: free every slot it held (and any granted later). Returns how many."""
+        """``worker`` died: take back every slot it held. Returns how many."""
         self.dead.add(worker)
-        n = self.held.pop(worker, 0)
-        for _ in range(n):
-            self.limiter.release()
+        n = self.leased.pop(worker, 0)
+        entry = self._hungry.pop(worker, None)
+        if entry is not None:
+            entry[1].set_result(0)
+        self.free += n
+        self._share()
         return n
 
     def stats(self) -> dict[str, int]:
-        """Capacity, slots in use, peak in use and grants so far."""
-        lim = self.limiter
-        return {"capacity": lim.capacity, "in_use": lim.in_use, "peak": lim.in_use_peak, "grants": self.grants}
+        """Capacity, slots leased now, peak leased (an upper bound of requests in flight) and leases granted."""
+        return {"capacity": self.capacity, "leased": self.capacity - self.free, "peak": self.peak, "leases": self.leases}
 
 
 class RemoteCap:
-    """The worker side of a :class:`SlotBroker` actor, shaped like :class:`FairLimiter` for the driver.
+    """A worker's share of the cap, shaped like :class:`FairLimiter` for the rollout driver.
 
-    A request cancelled while it waits (its node ended) cancels its grant at the broker; a grant
-    that raced the cancellation is handed straight back, so no slot leaks.
+    ``broker`` is a :class:`SlotBroker` Ray actor handle (anything whose ``lease.remote(...)``
+    is awaitable and ``give_back.remote(...)`` fire-and-forget). Slots idle for ``idle_s``
+    seconds go back to the broker.
     """
 
-    def __init__(self, broker: Any, worker: int) -> None:
-        self.broker, self.worker = broker, worker
+    def __init__(self, broker: Any, worker: int, idle_s: float = 0.02) -> None:
+        self.broker, self.worker, self.idle_s = broker, worker, idle_s
+        self.local = FairLimiter(1)
+        self.local.free = 0  # every slot starts at the broker
+        self.held = 0
         self.in_use_peak = 0
-        self._in_use = 0
+        self._leasing: asyncio.Task | None = None
+        self._returning: asyncio.Task | None = None
+
+    @property
+    def in_use(self) -> int:
+        """Requests of this worker in flight."""
+        return self.held - self.local.free
 
     async def acquire(self, key: Any) -> None:
-        """Wait for a cluster-wide slot for tree ``key``."""
-        import ray
-
-        ref = self.broker.acquire.remote(self.worker, key)
-        fut = asyncio.wrap_future(ref.future())
+        """Wait for a slot for tree ``key`` (round-robin across this worker's trees)."""
+        if self.local.free == 0 or self.local._order:
+            self._want()  # runs once this request is queued below
         try:
-            ok = await asyncio.shield(fut)
+            await self.local.acquire(key)
         except asyncio.CancelledError:
-            fut.add_done_callback(self._settle)
-            ray.cancel(ref)
+            self._idle_later()  # a slot granted to a cancelled request must not sit here unused
             raise
-        if not ok:
-            raise RuntimeError("this rollout worker was declared dead by the driver")
-        self._in_use += 1
-        self.in_use_peak = max(self.in_use_peak, self._in_use)
+        self.in_use_peak = max(self.in_use_peak, self.in_use)
 
-    def _settle(self, fut: asyncio.Future) -> None:
-        if not fut.cancelled() and fut.exception() is None and fut.result():
-            self.broker.release.remote(self.worker)
+    def _want(self) -> None:
+        if self._leasing is None or self._leasing.done():
+            self._leasing = asyncio.get_running_loop().create_task(self._lease())
+
+    def _pending(self) -> int:
+        """Requests of this worker waiting for a slot (not yet granted)."""
+        return sum(1 for q in self.local._waiters.values() for f in q if not f.done())
+
+    async def _lease(self) -> None:
+        while (want := self._pending()) > 0:
+            granted = await self.broker.lease.remote(self.worker, want)
+            if not granted:  # this worker was declared dead: the driver is stopping it
+                await asyncio.sleep(0.05)
+                continue
+            self.held += granted
+            for _ in range(granted):
+                self.local.release()  # wakes a waiter (round-robin) or keeps the slot free here
+            self._idle_later()
 
     def release(self) -> None:
-        """Give the slot back (fire and forget)."""
-        self._in_use -= 1
-        self.broker.release.remote(self.worker)
+        """A request ended: its slot goes to this worker's next waiting request, or back to the broker when idle."""
+        self.local.release()
+        self._idle_later()
+
+    def _idle_later(self) -> None:
+        if self.local.free > 0 and (self._returning is None or self._returning.done()):
+            self._returning = asyncio.get_running_loop().create_task(self._give_back())
+
+    async def _give_back(self) -> None:
+        await asyncio.sleep(self.idle_s)
+        n = self.local.free if not self.local._order else 0
+        if n > 0:
+            self.local.free -= n
+            self.held -= n
+            self.broker.give_back.remote(self.worker, n)
