@@ -12,6 +12,7 @@ import functools
 import json
 import os
 import signal
+import socket
 import threading
 import time
 from typing import Any, ClassVar
@@ -32,7 +33,7 @@ import ray  # noqa: E402
 import rao_envs  # noqa: E402
 from rao_envs import Action, NodeContext, NodeStatus, StateScope, Task, TaskInstance, tool  # noqa: E402
 from rao_envs.cli import main as cli  # noqa: E402
-from rao_envs.distributed import LocalCluster, RayRolloutDriver, RaySandboxPool  # noqa: E402
+from rao_envs.distributed import BalancedPolicy, LocalCluster, RayRolloutDriver, RaySandboxPool  # noqa: E402
 from rao_envs.policies import OpenAIPolicy, OraclePolicy  # noqa: E402
 from rao_envs.rollout import rollout  # noqa: E402
 from rao_envs.sandboxes import available_backends  # noqa: E402
@@ -210,9 +211,13 @@ def test_dead_pool_actor_is_infra_error_of_its_nodes_and_is_replaced(cluster, pr
 
 # ---------------------------------------------------------------------------------- rollouts
 def test_ray_rollout_gives_the_local_driver_trees_over_http(cluster):
-    """Same seeds and answers → the same trees as the local driver, through a real endpoint, on two nodes."""
+    """Same seeds and answers → the same trees as the local driver, through a real endpoint, on two nodes
+    (with a dead second endpoint in the balanced list)."""
     with scripted_server("--env", "Toy-v0", "--kw", json.dumps(KW), "--latency", "0.01", "--jitter", "1.0") as url:
-        policy = OpenAIPolicy(url, "scripted", timeout=10)
+        with socket.socket() as s:  # a second endpoint that is down: the workers take it out of the balance
+            s.bind(("127.0.0.1", 0))
+            dead = f"http://127.0.0.1:{s.getsockname()[1]}/v1"
+        policy = BalancedPolicy([dead, url], "scripted", timeout=10, retries=0, probe_interval=1.0)
         trees = asyncio.run(rollout("Toy-v0", policy, range(4), group_size=2, concurrency=6, env_kwargs=KW, backend="ray",
                                     address=cluster.address, backend_options={"workers": 2}))
         local = asyncio.run(rollout("Toy-v0", OpenAIPolicy(url, "scripted", timeout=10), range(4), group_size=2,

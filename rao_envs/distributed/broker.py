@@ -141,6 +141,17 @@ class RemoteCap:
         return sum(1 for q in self.local._waiters.values() for f in q if not f.done())
 
     async def _lease(self) -> None:
+        try:
+            await self._lease_loop()
+        except Exception as exc:  # noqa: BLE001 - the broker is gone: fail the waiting requests, never hang them
+            from rao_envs.policies.base import PolicyError
+
+            for q in self.local._waiters.values():
+                for f in q:
+                    if not f.done():
+                        f.set_exception(PolicyError(f"the cluster's slot broker is unreachable: {type(exc).__name__}"))
+
+    async def _lease_loop(self) -> None:
         while (want := self._pending()) > 0:
             granted = await self.broker.lease.remote(self.worker, want)
             if not granted:  # this worker was declared dead: the driver is stopping it
