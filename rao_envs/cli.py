@@ -364,16 +364,15 @@ class Rollout:
                 extra = json.loads(self.extra_body) if self.extra_body else None
             except ValueError as exc:
                 raise SystemExit(f"--extra-body must be a JSON object: {exc}") from None
-            client = dict(temperature=self.temperature, top_p=self.top_p, max_tokens=self.max_tokens,
-                          timeout=self.timeout, retries=self.retries, extra_body=extra,
-                          api_key=self.api_key or os.environ.get("OPENAI_API_KEY"))
-            urls = [u.strip() for u in self.base_url.split(",") if u.strip()]
-            if len(urls) > 1:
+            policy = OpenAIPolicy(
+                self.base_url, self.model, temperature=self.temperature, top_p=self.top_p, max_tokens=self.max_tokens,
+                timeout=self.timeout, retries=self.retries, extra_body=extra,
+                api_key=self.api_key or os.environ.get("OPENAI_API_KEY"),
+            )
+            if "," in self.base_url:  # several endpoints of one model: balanced, a dead one taken out
                 from rao_envs.distributed.endpoints import BalancedPolicy
 
-                policy = BalancedPolicy(urls, self.model, **client)
-            else:
-                policy = OpenAIPolicy(self.base_url, self.model, **client)
+                policy = BalancedPolicy.from_policy(policy, self.base_url)
         else:
             task = rao_envs.make_engine(env_id, **kw).task
             flat = self.policy == "flat"

@@ -17,7 +17,7 @@ from rao_envs.distributed.broker import SlotBroker
 from rao_envs.distributed.endpoints import BalancedPolicy
 from rao_envs.distributed.worker import TreeWorker
 from rao_envs.limiter import FairLimiter
-from rao_envs.policies import OraclePolicy
+from rao_envs.policies import OpenAIPolicy, OraclePolicy
 from rao_envs.registration import engine_factory
 from rao_envs.rollout import rollout
 from rao_envs.types import NodeStatus, load_trees, strip_tokens
@@ -177,6 +177,9 @@ def test_balanced_policy_pickles_as_configuration():
     q = pickle.loads(pickle.dumps(p))
     assert [e.url for e in q.endpoints] == [e.url for e in p.endpoints] and q.probe_interval == 0.5
     assert q.endpoints[0].policy.timeout == 3 and q.healthy == p.healthy
+    t = BalancedPolicy.from_policy(OpenAIPolicy("http://a:1/v1", "m", timeout=7, headers={"X": "y"}), "http://a:1/v1, http://b:2/v1")
+    assert [e.policy.base_url for e in t.endpoints] == ["http://a:1/v1", "http://b:2/v1"]
+    assert all(e.policy.timeout == 7 and e.policy.headers["X"] == "y" and e.policy.model == "m" for e in t.endpoints)
     with pytest.raises(rao_envs.ConfigError, match="twice"):
         BalancedPolicy(["http://a/v1", "http://a/v1"], "m")
     with pytest.raises(rao_envs.ConfigError, match="http://"):

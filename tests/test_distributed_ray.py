@@ -333,3 +333,19 @@ def test_fault_kill_a_worker_then_a_whole_node_mid_batch(cluster):
         assert strip_tokens(r.tree) == strip_tokens(reference("Toy-v0", r.seed, KW)), (r.index, r.status, r.attempts, errors)
         assert (r.status == "retried") == (r.attempts > 1)
     assert workers and all(w["node"] == node_id(0) for w in workers)  # replacements run on the surviving node
+
+
+def test_ray_scaling_benchmark_runs(cluster):
+    """benchmarks/ray_scaling.py --quick runs end to end (its own 2-node cluster) and leaves no Ray process."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    proc = subprocess.run([sys.executable, str(root / "benchmarks" / "ray_scaling.py"), "--quick"], cwd=root,
+                          capture_output=True, text=True, timeout=500)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = proc.stdout
+    for line in ("| local driver", "| Ray, 2 workers on 1 node", "| Ray, 1 worker on each of 2 nodes",
+                 "Ray per-tree overhead:", "Ray processes left after the run: 0"):
+        assert line in out, f"{line!r} missing:\n{out[-2000:]}"

@@ -107,7 +107,7 @@ class RemoteCap:
     seconds go back to the broker.
     """
 
-    def __init__(self, broker: Any, worker: int, idle_s: float = 0.02) -> None:
+    def __init__(self, broker: Any, worker: int, idle_s: float = 0.1) -> None:
         self.broker, self.worker, self.idle_s = broker, worker, idle_s
         self.local = FairLimiter(1)
         self.local.free = 0  # every slot starts at the broker

@@ -195,7 +195,7 @@ class LocalCluster:
     def stop(self) -> None:
         """Stop every process this cluster started: SIGTERM, then SIGKILL what is left."""
         pids = self.leaked()
-        for sig, grace in ((signal.SIGTERM, 8.0), (signal.SIGKILL, 5.0)):
+        for sig, grace in ((signal.SIGTERM, 3.0), (signal.SIGKILL, 5.0)):
             for pid in pids:
                 try:
                     os.kill(pid, sig)

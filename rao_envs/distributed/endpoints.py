@@ -51,39 +51,47 @@ class BalancedPolicy:
 
     def __init__(
         self,
-        base_urls: list[str] | tuple[str, ...],
-        model: str,
+        base_urls: list[str] | tuple[str, ...] | str,
+        model: str | None = None,
         *,
+        template: OpenAIPolicy | None = None,
         probe_interval: float = 5.0,
         probe_timeout: float = 5.0,
         wait_for_endpoint: float = 60.0,
         **openai_kwargs: Any,
     ) -> None:
         if isinstance(base_urls, str):
-            base_urls = [u for u in base_urls.split(",") if u.strip()]
-        urls = [u.strip() for u in base_urls]
+            base_urls = base_urls.split(",")
+        urls = [u.strip().rstrip("/") for u in base_urls if u.strip()]
         if not urls:
             raise ConfigError("BalancedPolicy needs at least one base URL, e.g. ['http://127.0.0.1:8000/v1']")
         if len(set(urls)) != len(urls):
             raise ConfigError(f"BalancedPolicy got the same base URL twice: {urls}")
-        self.model = model
+        if template is None:
+            if model is None:
+                raise ConfigError("BalancedPolicy needs the model name (or template=an OpenAIPolicy)")
+            template = OpenAIPolicy(urls[0], model, **openai_kwargs)
+        self.template = _fresh(template)
+        self.model = template.model
         self.probe_interval, self.probe_timeout, self.wait_for_endpoint = probe_interval, probe_timeout, wait_for_endpoint
-        self.openai_kwargs = dict(openai_kwargs)
-        self.endpoints = [EndpointState(u, OpenAIPolicy(u, model, **openai_kwargs)) for u in urls]
+        self.endpoints = [EndpointState(u, _fresh(template, u)) for u in urls]
         self._rr = 0
         self._changed: asyncio.Event | None = None
         self._loop = None
 
+    @classmethod
+    def from_policy(cls, policy: OpenAIPolicy, base_urls: list[str] | str, **kwargs: Any) -> BalancedPolicy:
+        """The same client settings as ``policy`` (model, sampling, retries, headers), over ``base_urls``."""
+        return cls(base_urls, template=policy, **kwargs)
+
     def __getstate__(self) -> dict[str, Any]:
         """Configuration only: each process that unpickles the policy starts with fresh clients and health."""
-        return {"base_urls": [e.url for e in self.endpoints], "model": self.model, "probe_interval": self.probe_interval,
-                "probe_timeout": self.probe_timeout, "wait_for_endpoint": self.wait_for_endpoint,
-                "openai_kwargs": self.openai_kwargs}
+        return {"base_urls": [e.url for e in self.endpoints], "template": self.template, "probe_interval": self.probe_interval,
+                "probe_timeout": self.probe_timeout, "wait_for_endpoint": self.wait_for_endpoint}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__init__(state["base_urls"], state["model"], probe_interval=state["probe_interval"],
-                      probe_timeout=state["probe_timeout"], wait_for_endpoint=state["wait_for_endpoint"],
-                      **state["openai_kwargs"])
+        self.__init__(state["base_urls"], template=state["template"], probe_interval=state["probe_interval"],
+                      probe_timeout=state["probe_timeout"], wait_for_endpoint=state["wait_for_endpoint"])
 
     # ----- health
     @property
@@ -195,3 +203,19 @@ class BalancedPolicy:
             if ep._probe is not None:
                 ep._probe.cancel()
             await ep.policy.aclose()
+
+
+def _fresh(policy: OpenAIPolicy, base_url: str | None = None) -> OpenAIPolicy:
+    """A copy of ``policy`` (optionally at another base URL) with no HTTP client and zeroed counters."""
+    import copy
+
+    out = copy.copy(policy)
+    out.headers, out.params, out.extra_body = dict(policy.headers), dict(policy.params), dict(policy.extra_body)
+    if base_url is not None:
+        if not base_url.startswith(("http://", "https://")):
+            raise ConfigError(f"base_url must start with http:// or https://, e.g. http://127.0.0.1:8000/v1; got {base_url!r}")
+        out.base_url = base_url
+    out._client = out._loop = None
+    out.calls = out.retried = out.failed = 0
+    out.completion_tokens = 0
+    return out
