@@ -134,7 +134,7 @@ def test_leased_cap_is_global_fair_and_fully_used():
         workers = [TreeWorker(Counting(), w, RemoteCap(handle, w), concurrency=5) for w in range(2)]
         jobs = [(s, g) for s in range(6) for g in range(2)]
         out = await asyncio.gather(*(workers[i % 2].run_tree(factory, "Toy-v0", s, g, (0, i)) for i, (s, g) in enumerate(jobs)))
-        await asyncio.sleep(0.1)  # idle slots go back
+        await asyncio.sleep(0.5)  # idle slots go back (after RemoteCap.idle_s)
         return out, broker
 
     out, broker = asyncio.run(main())
