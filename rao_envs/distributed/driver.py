@@ -225,7 +225,7 @@ class RayRolloutDriver:
                         ray.get_runtime_context().get_node_id())
             self._broker = ray.remote(SlotBroker).options(
                 num_cpus=0, max_concurrency=100_000, max_restarts=0,
-                scheduling_strategy=NodeAffinitySchedulingStrategy(here, soft=True),
+                scheduling_strategy=NodeAffinitySchedulingStrategy(here, soft=False),
             ).remote(self.concurrency)
         want = self.n_workers or max(1, sum(1 for n in ray.nodes() if n.get("Alive")))
         if self.max_worker_restarts is None:
