@@ -6,6 +6,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.rao_envs-installed
 
 .PHONY: setup sandbox-deps demo test test-slow bench clean
+.PHONY: test-ray
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "rao_envs needs Python 3.11+ (found %s)" % sys.version.split()[0]'
@@ -36,6 +37,12 @@ test: setup
 # pytest exits 5 when it collects nothing (no slow test yet): that alone is not a failure.
 test-slow: setup
 	$(PY) -m pytest -m slow -q; rc=$$?; if [ $$rc -eq 5 ]; then echo "no slow tests collected"; rc=0; fi; exit $$rc
+
+# Ray lane (rao_envs.distributed): installs the `ray` extra; the tests start a head and a second node on
+# 127.0.0.1, kill a worker and a node mid-batch, stop the cluster and check no Ray process is left (~4 min).
+test-ray: setup
+	$(PY) -m pip install -q -e ".[ray]"
+	RAO_RAY_LANE=1 RAY_AUTH_MODE=disabled $(PY) -m pytest tests/test_distributed_ray.py -m slow -q
 
 bench: setup
 	$(PY) -m pip install -q -e ".[dev,bench]"

@@ -42,12 +42,12 @@ class FakeEndpoint:
         return await self.oracles[info["env_id"]](messages, info)
 
 
-def rounds_and_calls() -> tuple[int, int]:
-    """Critical path (most rounds of any tree) and total calls of the batch, from the engine."""
+def rounds_and_calls(batch: list | None = None) -> tuple[int, int]:
+    """Critical path (most rounds of any tree) and total calls of ``batch`` (default :data:`BATCH`), from the engine."""
     from rao_envs.rollout import run_sync
 
     worst = calls = 0
-    for env, kw, seeds in BATCH:
+    for env, kw, seeds in batch or BATCH:
         for s in seeds:
             eng = rao_envs.make_engine(env, **kw)
             count = {"rounds": 0}

@@ -361,7 +361,8 @@ class Rollout:
 
     env_id: Positional[str]
     base_url: str = "http://127.0.0.1:8000/v1"
-    """Endpoint root, e.g. http://localhost:8000/v1 (vLLM, SGLang, llama.cpp server, Ollama)."""
+    """Endpoint root, e.g. http://localhost:8000/v1 (vLLM, SGLang, llama.cpp server, Ollama); several
+    comma-separated roots of one model are balanced, a dead one taken out and retried later."""
     model: str = "default"
     n: Annotated[int, tyro.conf.arg(aliases=("-n",))] = 8
     """Number of tasks (seeds)."""
@@ -392,6 +393,10 @@ class Rollout:
     load: list[str] = field(default_factory=list)
     protocol: Literal["tool", "code"] = "tool"
     """tool: JSON tool calls; code: the paper's <python> cells in a sandboxed REPL per node."""
+    ray: str | None = None
+    """Run the trees on the Ray cluster at this address (auto, or HOST:PORT) instead of in this process."""
+    ray_workers: int | None = None
+    """Ray rollout workers (default: one per alive node)."""
 
     def run(self) -> int:
         """Run the batch, save the JSONL, print a one-line summary; non-zero exit when too many requests failed."""
@@ -416,6 +421,10 @@ class Rollout:
                 timeout=self.timeout, retries=self.retries, extra_body=extra,
                 api_key=self.api_key or os.environ.get("OPENAI_API_KEY"),
             )
+            if "," in self.base_url:  # several endpoints of one model: balanced, a dead one taken out
+                from rao_envs.distributed.endpoints import BalancedPolicy
+
+                policy = BalancedPolicy.from_policy(policy, self.base_url)
         else:
             task = rao_envs.make_engine(env_id, **kw).task
             flat = self.policy == "flat"
@@ -425,9 +434,24 @@ class Rollout:
                 policy = OraclePolicy(lambda: CodeOracle(task.oracle(delegate=False) if flat else task.oracle()))
             else:
                 policy = OraclePolicy(lambda: task.oracle(delegate=False) if flat else task.oracle())
-        driver = RolloutDriver(policy, concurrency=self.concurrency, policy_version=self.policy_version, progress=self.progress)
         seeds = range(self.seed_start, self.seed_start + self.n)
-        trees = asyncio.run(driver.run(env_id, seeds, group_size=self.group_size, env_kwargs=kw))
+        if self.ray is not None:
+            from rao_envs.distributed.driver import RayRolloutDriver
+
+            driver = RayRolloutDriver(policy, address=self.ray, workers=self.ray_workers, concurrency=self.concurrency,
+                                      policy_version=self.policy_version, progress=self.progress)
+
+            async def go():
+                try:
+                    return await driver.run(env_id, seeds, group_size=self.group_size, env_kwargs=kw)
+                finally:
+                    driver.close()
+
+            trees = asyncio.run(go())
+        else:
+            driver = RolloutDriver(policy, concurrency=self.concurrency, policy_version=self.policy_version,
+                                   progress=self.progress)
+            trees = asyncio.run(driver.run(env_id, seeds, group_size=self.group_size, env_kwargs=kw))
         self.out.parent.mkdir(parents=True, exist_ok=True)
         save_trees(trees, str(self.out))
         st = driver.stats
@@ -436,6 +460,9 @@ class Rollout:
             f"{len(trees)} trees ({st.nodes} nodes, {st.calls} calls, {st.infra_errors} infra errors) in {st.wall_s:.1f}s; "
             f"{solved} roots solved; saved {self.out}"
         )
+        if self.ray is not None:
+            print(f"ray: {st.workers_started} workers started, {st.workers_lost} lost; {st.retried} trees re-run, "
+                  f"{st.failed} failed")
         return _infra_verdict(st.infra_errors, st.nodes, self.max_infra_frac, st.errors)
 
 

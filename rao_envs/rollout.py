@@ -264,6 +264,9 @@ async def rollout(
     policy_version: int | Callable[[], int] | None = None,
     progress: bool = False,
     strict: bool = False,
+    backend: str = "local",
+    address: str | None = None,
+    backend_options: dict[str, Any] | None = None,
     **unknown: Any,
 ) -> list[EpisodeTree] | EpisodeTree:
     """Run ``group_size`` trees per seed of ``env_id`` against ``policy`` (module docstring).
@@ -272,6 +275,10 @@ async def rollout(
     returns a list, seed-major. ``concurrency`` caps requests in flight across all trees.
     ``strict=True`` re-raises policy and driver exceptions instead of masking the node.
     Task, limit and engine arguments go in ``env_kwargs`` (as in ``make``).
+    ``backend="ray"`` runs the trees on a Ray cluster at ``address`` (``"auto"``,
+    ``"HOST:PORT"``, or None for a local Ray), same trees and return shape;
+    ``backend_options`` go to :class:`rao_envs.distributed.RayRolloutDriver` (``workers``,
+    ``worker_options``, ``max_retries``, ...).
     """
     if unknown:
         raise ConfigError(
@@ -280,6 +287,15 @@ async def rollout(
         )
     if isinstance(seeds, bool) or not isinstance(seeds, (int, Iterable)):
         raise ConfigError(f"seeds must be an int or an iterable of ints, got {type(seeds).__name__}")
+    if backend != "local" or address is not None or backend_options:
+        if backend != "ray":
+            raise ConfigError(f"backend must be 'local' or 'ray', got {backend!r}; address= and backend_options= are for "
+                              "backend='ray'")
+        from rao_envs.distributed.driver import ray_rollout
+
+        return await ray_rollout(env_id, policy, seeds, group_size=group_size, concurrency=concurrency, env_kwargs=env_kwargs,
+                                 policy_version=policy_version, progress=progress, strict=strict, address=address,
+                                 **dict(backend_options or {}))
     driver = RolloutDriver(policy, concurrency=concurrency, policy_version=policy_version, progress=progress, strict=strict)
     if isinstance(seeds, int):
         trees = await driver.run(env_id, [seeds], group_size=group_size, env_kwargs=env_kwargs)

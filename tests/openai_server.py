@@ -273,9 +273,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--fail-node", default="")
     p.add_argument("--stall", type=float, default=2.0, help="seconds an injected timeout stalls")
     p.add_argument("--token-ids", action="store_true")
+    p.add_argument("--port", type=int, default=0, help="port to bind (0: a free one)")
     args = p.parse_args(argv)
     sys.path.insert(0, ".")
-    server = ThreadingHTTPServer(("127.0.0.1", 0), make_handler(Scripted(args)))
+    server = ThreadingHTTPServer(("127.0.0.1", args.port), make_handler(Scripted(args)))
     server.daemon_threads = True
     print(f"PORT {server.server_address[1]}", flush=True)
     try:

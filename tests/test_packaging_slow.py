@@ -21,6 +21,7 @@ def test_clean_venv_non_editable_install(tmp_path):
     code = (
         "import gymnasium as gym, rao_envs, rao_envs.envs.textcraft, rao_envs.sandboxes, rao_envs.testing\n"
         "import rao_envs.policies, rao_envs.protocols, rao_envs.limiter, rao_envs.rollout\n"
+        "import rao_envs.distributed.driver, rao_envs.distributed.sandbox  # packaged, and no Ray needed to import\n"
         "gym.make('rao_envs/TextCraftDiscrete-v0').reset(seed=0)  # a task's discrete view, right after import\n"
         "env = gym.make('rao_envs/Toy-v0')\n"
         "obs, info = env.reset(seed=0)\n"
