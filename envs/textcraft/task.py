@@ -449,11 +449,13 @@ class TextCraftSynth(Task):
         return f"Successfully crafted {total} {item}"
 
     # -- oracles -------------------------------------------------------------------------------
-    def oracle(self, delegate: bool = True) -> TextCraftOracle:
-        """Scripted policy: delegating (default) or flat (``delegate=False``).
+    def oracle(self, delegate: bool | None = None, strategy: str = "lean") -> TextCraftOracle:
+        """Scripted policy: delegating (default; ``strategy`` "lean" or "per_ingredient") or flat (``delegate=False``).
+
+        ``delegate`` defaults to the task's own (False in the single-agent control).
 
         It reads the depth limit, the turn and refusals from ``info`` (a ``NodeInfo``).
         """
         from rao_envs.envs.textcraft.oracle import TextCraftOracle  # oracle.py imports this module
 
-        return TextCraftOracle(self.world, delegate=delegate)
+        return TextCraftOracle(self.world, delegate=self.delegate if delegate is None else delegate, strategy=strategy)
