@@ -163,8 +163,6 @@ class TextCraftSynth(Task):
     #: (measured by benchmarks/textcraft_depth.py; the paper's default of 6 is not enough for extreme)
     recommended_max_depth = {"easy": 6, "medium": 6, "hard": 6, "extreme": 7}
     delegate_args_doc = ", targets: dict[str, int]"
-    system_prompt = SYSTEM_PROMPT
-
     def __init__(
         self, difficulty: str | None = None, split: str = "train", variant: str = "paper", delegate: bool = True
     ) -> None:
@@ -178,8 +176,14 @@ class TextCraftSynth(Task):
         self.variant, self.delegate = variant, bool(delegate)
         self.show_status = variant == "guided"
         self._tasks = self.tasks(split, None if mixed else self.difficulty)
-        if variant == "paper":
-            self.system_prompt = PAPER_CRAFTING + ("\n" + PAPER_DELEGATION if self.delegate else "") + PAPER_CLOSING
+        self._solo = not self.delegate  # set again by tree_verbs from the engine's limits (max_depth=0)
+
+    @property
+    def system_prompt(self) -> str:  # type: ignore[override]
+        """Paper: the reference's prompt (its delegation section only when delegation is offered); guided: ours."""
+        if self.variant != "paper":
+            return GUIDED_PROMPT
+        return PAPER_CRAFTING + ("" if self._solo else "\n" + PAPER_DELEGATION) + PAPER_CLOSING
 
     # -- instances ----------------------------------------------------------------------------
     @staticmethod
@@ -211,7 +215,8 @@ class TextCraftSynth(Task):
 
     def tree_verbs(self, limits: Limits) -> tuple[str, ...]:
         """All verbs; without ``delegate`` (nor wait/cancel) in the single-agent control or at ``max_depth=0``."""
-        if not self.delegate or limits.max_depth == 0:
+        self._solo = not self.delegate or limits.max_depth == 0
+        if self._solo:
             return ("finish",)
         return ("delegate", "finish") if self.variant == "paper" else TREE_VERBS
 
