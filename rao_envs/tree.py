@@ -512,6 +512,22 @@ class TreeEngine:
         out.next = self.selection
         return out
 
+    def truncate(self, node_id: str, reason: str) -> StepOutcome:
+        """End a running or waiting node as ``truncated`` (score 0, trainable) from outside a turn.
+
+        For limits the driver enforces, e.g. a prompt that would exceed the model's context
+        (``reason`` is kept in ``node.error``). Open children are cancelled and the parent is told,
+        as when a node runs out of steps. Does nothing for a node that already ended.
+        """
+        node = self._node(node_id)
+        self._outcome = out = StepOutcome(node=node_id)
+        if not node.status.ended:
+            self._end(node, NodeStatus.TRUNCATED, error=str(reason)[:2000])
+            out.rewards = {i: self._tree().nodes[i].reward for i in out.ended}
+            out.done = self._tree().root.status.ended
+        out.next = self.selection
+        return out
+
     def _dispatch(self, node: Node, calls: list[Call]) -> str | None:
         names = [c.name for c in calls]
         if len(calls) > 1 and any(n != "delegate" for n in names):

@@ -13,7 +13,8 @@ body, or a body without choices; more kinds on request (``--fail-kinds``): ``dri
 body trickles a few bytes every 0.4 s), ``badmessage`` (``message`` is a string),
 ``badencoding`` (``Content-Encoding: gzip`` over plain bytes), ``retryafter`` (429 with
 ``Retry-After: 1``), and ``nanlogprobs``/``huge`` (a normal answer whose logprobs are NaN, or
-padded to 5 MB). ``--fail-node ID`` fails every request of that node.
+padded to 5 MB). ``--fail-node ID`` fails every request of that node. ``--max-prompt-chars N``
+answers a longer prompt with the 400 a real server sends for a prompt over its context.
 ``--token-ids`` answers like vLLM with ``return_token_ids`` (character-level ids of a
 ChatML rendering, with logprobs), so rows need no tokenizer.
 """
@@ -195,6 +196,10 @@ def make_handler(state: Scripted):
             except (ValueError, KeyError):
                 self._send(400, b'{"error": "bad request"}')
                 return
+            if args.max_prompt_chars and sum(len(m.get("content") or "") for m in messages) > args.max_prompt_chars:
+                self._send(400, json.dumps({"error": {"message": "This model's maximum context length is "
+                                                      f"{args.max_prompt_chars // 4} tokens", "code": "context_length_exceeded"}}).encode())
+                return
             tree = self.headers.get("X-Rao-Tree", "default")
             node = self.headers.get("X-Rao-Node") or (STATUS.search(messages[-1]["content"]) or [None, "0"])[1]
             turn = sum(1 for m in messages if m["role"] == "assistant")
@@ -282,6 +287,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--fail-node", default="")
     p.add_argument("--stall", type=float, default=2.0, help="seconds an injected timeout stalls")
     p.add_argument("--token-ids", action="store_true")
+    p.add_argument("--max-prompt-chars", type=int, default=0, help="answer longer prompts with a context-length 400")
     args = p.parse_args(argv)
     sys.path.insert(0, ".")
     server = ThreadingHTTPServer(("127.0.0.1", 0), make_handler(Scripted(args)))
