@@ -1,15 +1,17 @@
-"""How deep a delegation tree TextCraft-v0 needs, per difficulty (issue 3, part 5).
+"""How deep a delegation tree TextCraft-v0 needs, per difficulty (issues 3 and 11).
 
-For each difficulty, over the same seeds of both splits (half ``train``, half ``val``), runs
-the delegating oracle at ``max_depth`` 4..10 and the flat oracle (never delegates) through
-the Gymnasium view (25 steps per node), and prints:
+For each difficulty, over the paper's fixed ``val`` task set (``--tasks`` first tasks per
+difficulty, default all: 147 / 213 / 136 / 136; ``reset(seed=i)`` plays task ``i``), runs
+the delegating oracle (``--strategy lean``, the default, or ``per_ingredient``) at
+``max_depth`` 4..10 and the flat oracle (never delegates) through the Gymnasium view
+(25 steps per node), and prints:
 
 * the root success rate (root finished with score 1.0) per policy and depth, and the
   smallest ``max_depth`` that solves every seed;
 * the share of *all* nodes scoring 1.0 (shared-inventory races would show up here);
 * nodes per tree (mean / max) and the deepest node used.
 
-    python benchmarks/textcraft_depth.py [--seeds 50] [--depths 4-10] [--quick]
+    python benchmarks/textcraft_depth.py [--tasks N] [--depths 4-10] [--strategy lean] [--quick]
 """
 
 from __future__ import annotations
@@ -35,16 +37,15 @@ def run(env, policy, seed: int):
             return env.tree
 
 
-def measure(difficulty: str, seeds: list[int], max_depth: int | None, delegate: bool) -> dict:
-    """Success and tree-size numbers of one policy on one difficulty (both splits)."""
+def measure(difficulty: str, seeds: list[int], max_depth: int | None, delegate: bool, strategy: str = "lean") -> dict:
+    """Success and tree-size numbers of one policy on the first ``len(seeds)`` val tasks of one difficulty."""
     trees = []
-    for split in ("train", "val"):
-        kwargs = {"difficulty": difficulty, "split": split}
-        if max_depth is not None:
-            kwargs["max_depth"] = max_depth
-        env = gymnasium.make("rao_envs/TextCraft-v0", **kwargs).unwrapped
-        for seed in seeds[::2] if split == "train" else seeds[1::2]:
-            trees.append(run(env, env.task.oracle(delegate=delegate), seed))
+    kwargs = {"difficulty": difficulty, "split": "val"}
+    if max_depth is not None:
+        kwargs["max_depth"] = max_depth
+    env = gymnasium.make("rao_envs/TextCraft-v0", **kwargs).unwrapped
+    for seed in seeds:
+        trees.append(run(env, env.task.oracle(delegate=delegate, strategy=strategy), seed))
     ok = [t.root.status is NodeStatus.FINISHED and t.root.score == 1.0 for t in trees]
     nodes = [len(t.nodes) for t in trees]
     all_nodes = [n for t in trees for n in t.nodes.values()]
@@ -68,23 +69,27 @@ def _min_text(m: int | None, depths: list[int]) -> str:
 def main() -> None:
     """Run the measurement and print the tables."""
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--seeds", type=int, default=50, help="episodes per difficulty and setting (half train, half val)")
+    ap.add_argument("--tasks", type=int, default=0, help="first val tasks per difficulty (0: all of them)")
+    ap.add_argument("--strategy", default="lean", choices=("lean", "per_ingredient"), help="the delegating oracle")
     ap.add_argument("--depths", default="4-10", help="max_depth range for the delegating oracle, e.g. 4-10")
     ap.add_argument("--quick", action="store_true", help="6 seeds, depths 6-7 (smoke test)")
     args = ap.parse_args()
     lo, _, hi = args.depths.partition("-")
     depths = list(range(int(lo), int(hi or lo) + 1))
-    n_seeds = args.seeds
+    from rao_envs.envs.textcraft import TextCraftSynth
+
+    n_tasks = args.tasks
     if args.quick:
-        n_seeds, depths = 6, [6, 7]
-    seeds = list(range(n_seeds))
+        n_tasks, depths = 4, [6, 7]
 
     t0 = time.perf_counter()
     results: dict[str, dict] = {}
     for difficulty in DIFFICULTIES:
+        total = len(TextCraftSynth.tasks("val", difficulty))
+        seeds = list(range(min(n_tasks, total) if n_tasks else total))
         row = {"flat": measure(difficulty, seeds, None, delegate=False)}
         for d in depths:
-            row[d] = measure(difficulty, seeds, d, delegate=True)
+            row[d] = measure(difficulty, seeds, d, delegate=True, strategy=args.strategy)
         results[difficulty] = row
     elapsed = time.perf_counter() - t0
 
@@ -125,8 +130,8 @@ def main() -> None:
             print(" | ".join(cols))
             for r in rows:
                 print(" | ".join(r))
-    n = results[DIFFICULTIES[0]]["flat"]["n"]
-    print(f"{n} episodes per cell (seeds 0..{n_seeds - 1}, even seeds train split, odd seeds val split); {elapsed:.1f} s")
+    sizes = ", ".join(f"{k} {r['flat']['n']}" for k, r in results.items())
+    print(f"val tasks per cell: {sizes} (the first of the paper's fixed val set); strategy {args.strategy}; {elapsed:.1f} s")
     for difficulty in DIFFICULTIES:
         m = minimal[difficulty]
         print(f"{difficulty}: smallest max_depth solving every seed: {_min_text(m, depths)}")

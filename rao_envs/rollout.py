@@ -31,7 +31,12 @@ is told) and the batch goes on. **Tokens.** The driver hands each answer to the 
 transcript when the endpoint returned them (see :mod:`rao_envs.rows`), so rows never
 re-tokenise sampled text. **Policy version.** ``policy_version`` (an int, or a callable read
 at request time) is stored on each node when its first request is sent: the oldest policy
-that acted for the node, which is what off-policy filters need.
+that acted for the node, which is what off-policy filters need. **Context limit.**
+``max_context_tokens`` (the paper's 8K regime) truncates a node whose next prompt would exceed
+it, counted from the endpoint's usage figures (or prompt token ids) plus an estimate of the
+newer messages (``count_tokens``); an endpoint's context-length 400
+(:class:`~rao_envs.policies.ContextLengthError`) truncates the node too. Truncation is a normal,
+trainable outcome (score 0), never ``infra_error``.
 """
 
 from __future__ import annotations
@@ -44,7 +49,7 @@ from typing import Any
 
 from rao_envs.errors import ConfigError, RaoEnvsError
 from rao_envs.limiter import FairLimiter
-from rao_envs.policies.base import AgentPolicy, Completion, NodeInfo, PolicyError, as_chat_policy
+from rao_envs.policies.base import AgentPolicy, Completion, ContextLengthError, NodeInfo, PolicyError, as_chat_policy
 from rao_envs.registration import engine_factory
 from rao_envs.seeding import check_seed
 from rao_envs.tree import TreeEngine
@@ -62,6 +67,7 @@ class RolloutStats:
     nodes: int = 0
     calls: int = 0
     infra_errors: int = 0
+    context_truncations: int = 0
     cancelled_requests: int = 0
     wall_s: float = 0.0
     peak_in_flight: int = 0
@@ -85,6 +91,12 @@ class _TreeRun:
     key: int
     base: dict[str, Any]
     pending: dict[str, asyncio.Task] = field(default_factory=dict)
+    context: dict[str, tuple[int, int]] = field(default_factory=dict)  # node -> (tokens so far, messages they cover)
+
+
+def _approx_tokens(text: str) -> int:
+    """A tokenizer-free estimate: about 4 characters per token (pass ``count_tokens`` for exact counts)."""
+    return (len(text) + 3) // 4
 
 
 class RolloutDriver:
@@ -102,7 +114,12 @@ class RolloutDriver:
         policy_version: int | Callable[[], int] | None = None,
         progress: bool = False,
         strict: bool = False,
+        max_context_tokens: int | None = None,
+        count_tokens: Callable[[str], int] | None = None,
     ) -> None:
+        if max_context_tokens is not None and (isinstance(max_context_tokens, bool) or not isinstance(max_context_tokens, int) or max_context_tokens < 1):
+            raise ConfigError(f"max_context_tokens must be a positive int (e.g. 8192) or None, got {max_context_tokens!r}")
+        self.max_context_tokens, self.count_tokens = max_context_tokens, count_tokens or _approx_tokens
         self.raw_policy = policy
         self.policy = as_chat_policy(policy)
         self.concurrency = concurrency
@@ -185,15 +202,43 @@ class RolloutDriver:
             self._bar.set_postfix(calls=self.stats.calls, infra=self.stats.infra_errors, refresh=False)
         return tree
 
+    def _context_exceeded(self, run: _TreeRun, nid: str, messages: list[dict[str, Any]]) -> bool:
+        """True (and the node truncated) when ``nid``'s next prompt would exceed ``max_context_tokens``."""
+        known, covered = run.context.get(nid, (0, 0))
+        tokens = known + sum(self.count_tokens(m["content"]) for m in messages[covered:])
+        if tokens <= self.max_context_tokens:
+            return False
+        self._truncate(run, nid, f"context limit: the next prompt has about {tokens} tokens, over max_context_tokens={self.max_context_tokens}")
+        return True
+
+    def _truncate(self, run: _TreeRun, nid: str, reason: str) -> None:
+        self.stats.context_truncations += 1
+        run.engine.truncate(nid, reason)
+
     def _issue(self, run: _TreeRun, nid: str) -> None:
         """Observe ``nid`` now and send its request (the observation must already be final)."""
         engine = run.engine
         messages = engine.commit(nid)  # the request carries the pending feedback/results: deliver them
+        if self.max_context_tokens is not None and self._context_exceeded(run, nid, messages):
+            return
         info: NodeInfo = {**run.base, **engine.node_info(nid)}  # type: ignore[typeddict-item]
         node = engine.tree.nodes[nid]
         if node.policy_version is None:
             node.policy_version = self._version()
         run.pending[nid] = asyncio.create_task(self._ask(run.key, _plain(messages), info))
+
+    def _count(self, run: _TreeRun, nid: str, res: Completion) -> None:
+        """Record ``nid``'s context after this answer: usage figures (or token ids) when the endpoint gave them."""
+        messages = run.engine.tree.nodes[nid].transcript
+        prompt = res.prompt_tokens or (len(res.prompt_token_ids) if res.prompt_token_ids else None)
+        if prompt:
+            done = res.completion_tokens if res.completion_tokens is not None else (
+                len(res.token_ids) if res.token_ids is not None else self.count_tokens(res.text))
+            run.context[nid] = (prompt + done, len(messages) + 1)  # covers the prompt and this answer
+        else:
+            known, covered = run.context.get(nid, (0, 0))
+            tokens = known + sum(self.count_tokens(m["content"]) for m in messages[covered:]) + self.count_tokens(res.text)
+            run.context[nid] = (tokens, len(messages) + 1)
 
     async def _round(self, run: _TreeRun) -> None:
         """One round: every runnable node acts once; answers are applied in slot order.
@@ -210,7 +255,7 @@ class RolloutDriver:
         if not ids:
             raise RuntimeError("the tree is not done but no node can act (engine bug)")
         for nid in ids:
-            if nid not in pending:
+            if nid not in pending and tree.nodes[nid].status is RUNNING:
                 self._issue(run, nid)
         early = engine.tree_budget_left is None
         for nid in ids:
@@ -233,11 +278,16 @@ class RolloutDriver:
             if engine.done or node.status is not RUNNING:
                 continue
             touched = [nid]
-            if isinstance(res, BaseException):
+            if isinstance(res, ContextLengthError):  # the endpoint's own context limit: a normal truncation
+                self._truncate(run, nid, str(res))
+                touched.append(node.parent)
+            elif isinstance(res, BaseException):
                 kind = "" if isinstance(res, PolicyError) else f"policy raised {type(res).__name__}: "
                 engine.fail(nid, f"{kind}{res}")
                 touched.append(node.parent)
             else:
+                if self.max_context_tokens is not None:
+                    self._count(run, nid, res)
                 if engine._runner is None:
                     out = engine.step(nid, res)  # the engine records the completion's token ids and logprobs
                 else:  # code mode: the cell runs in a sandbox, off the event loop
@@ -264,6 +314,8 @@ async def rollout(
     policy_version: int | Callable[[], int] | None = None,
     progress: bool = False,
     strict: bool = False,
+    max_context_tokens: int | None = None,
+    count_tokens: Callable[[str], int] | None = None,
     backend: str = "local",
     address: str | None = None,
     backend_options: dict[str, Any] | None = None,
@@ -274,6 +326,9 @@ async def rollout(
     ``seeds`` an int returns one :class:`EpisodeTree` (with ``group_size=1``); an iterable
     returns a list, seed-major. ``concurrency`` caps requests in flight across all trees.
     ``strict=True`` re-raises policy and driver exceptions instead of masking the node.
+    ``max_context_tokens`` (the paper's 8K regime: 8192) truncates a node whose next prompt
+    would be longer (counted from the endpoint's usage figures, the rest with ``count_tokens``,
+    default about 4 characters a token); an endpoint's context-length 400 truncates it too.
     Task, limit and engine arguments go in ``env_kwargs`` (as in ``make``).
     ``backend="ray"`` runs the trees on a Ray cluster at ``address`` (``"auto"``,
     ``"HOST:PORT"``, or None for a local Ray), same trees and return shape;
@@ -291,12 +346,15 @@ async def rollout(
         if backend != "ray":
             raise ConfigError(f"backend must be 'local' or 'ray', got {backend!r}; address= and backend_options= are for "
                               "backend='ray'")
+        if max_context_tokens is not None or count_tokens is not None:
+            raise ConfigError("max_context_tokens/count_tokens are not supported with backend='ray' yet; use the local driver")
         from rao_envs.distributed.driver import ray_rollout
 
         return await ray_rollout(env_id, policy, seeds, group_size=group_size, concurrency=concurrency, env_kwargs=env_kwargs,
                                  policy_version=policy_version, progress=progress, strict=strict, address=address,
                                  **dict(backend_options or {}))
-    driver = RolloutDriver(policy, concurrency=concurrency, policy_version=policy_version, progress=progress, strict=strict)
+    driver = RolloutDriver(policy, concurrency=concurrency, policy_version=policy_version, progress=progress, strict=strict,
+                           max_context_tokens=max_context_tokens, count_tokens=count_tokens)
     if isinstance(seeds, int):
         trees = await driver.run(env_id, [seeds], group_size=group_size, env_kwargs=env_kwargs)
         return trees[0] if group_size == 1 else trees

@@ -146,6 +146,9 @@ class Task:
     instance_model: ClassVar[type[BaseModel] | None] = None
     """Optional typed model of ``TaskInstance.args`` (a frozen pydantic model): when set,
     generated instances are validated against it, so a task's data shape is documented."""
+    show_status: bool = True
+    """Whether the engine adds its status line (depth, steps left) to every observation and its
+    delegation line to the first message; a task whose prompts state the budget itself sets False."""
     tools: ClassVar[dict[str, ToolSpec]] = {}
     """The task's tools, collected from :func:`tool`-decorated methods (set automatically)."""
 
@@ -210,6 +213,22 @@ class Task:
     def oracle(self, **kwargs: Any) -> Callable[[Any, dict[str, Any]], Any]:
         """A scripted policy ``(observation, info) -> action`` that reaches the maximum score."""
         raise NotImplementedError(f"{self.name} has no oracle")
+
+    def num_instances(self) -> int | None:
+        """The length of a fixed, enumerable instance list (None: instances come from :meth:`generate`)."""
+        return None
+
+    def instance(self, index: int) -> TaskInstance:
+        """Instance ``index`` (0 <= index < :meth:`num_instances`) of a fixed list."""
+        raise NotImplementedError(f"{self.name} has no fixed instance list")
+
+    def tree_verbs(self, limits: Limits) -> tuple[str, ...]:
+        """The engine verbs offered to the agent (default: all; e.g. no ``delegate`` in a single-agent control)."""
+        return TREE_VERBS
+
+    def describe_verb(self, verb: str, default: str) -> str:
+        """The action-space line of engine verb ``verb`` (default: the engine's text ``default``)."""
+        return default
 
     # -- helpers -------------------------------------------------------------------------
     @classmethod

@@ -30,7 +30,7 @@ from rao_envs.errors import InfraError, NodeNotActiveError, ResetNeededError, To
 from rao_envs.policies.base import ChildResult, Completion, NodeInfo
 from rao_envs.protocols import ActionProtocol, Call, ParseError, get_protocol
 from rao_envs.seeding import check_seed, fresh_seed
-from rao_envs.task import NodeContext, Task, TaskInstance
+from rao_envs.task import TREE_VERBS, NodeContext, Task, TaskInstance
 from rao_envs.types import Action, EpisodeTree, Limits, Message, Node, NodeStatus, StateScope
 
 RUNNING, WAITING = NodeStatus.RUNNING, NodeStatus.WAITING
@@ -117,6 +117,8 @@ class TreeEngine:
         self.lam = float(lam)
         self.task_kwargs = dict(task_kwargs or {})
         self.protocol = get_protocol(protocol, self.limits.max_action_chars)
+        self._verbs = tuple(task.tree_verbs(self.limits))  # the engine verbs this task offers
+        self._hidden_verbs = frozenset(TREE_VERBS) - set(self._verbs)
         # code mode (protocol="code"): cells run in sandboxed REPLs (rao_envs.code_runner)
         self._runner = self.protocol.runner(self, sandbox) if getattr(self.protocol, "runs_cells", False) else None
         self._max_stored = self.limits.max_action_chars + 1024  # longest assistant text kept in a transcript
@@ -124,14 +126,24 @@ class TreeEngine:
         self.tree: EpisodeTree | None = None
 
     # ------------------------------------------------------------------ episode lifecycle
-    def reset(self, seed: int | None = None) -> EpisodeTree:
-        """Start a new episode. The same seed and the same actions give the same tree."""
+    def reset(self, seed: int | None = None, task_index: int | None = None) -> EpisodeTree:
+        """Start a new episode. The same seed and the same actions give the same tree.
+
+        A task with a fixed, enumerable instance list (``task.num_instances()`` not None)
+        plays instance ``task_index`` (default: ``seed``) modulo its length, so seeds 0..N-1
+        visit every instance once.
+        """
         if seed is None:
             seed = fresh_seed()
         self.seed = check_seed(seed)
         if self._runner is not None:
             self._runner.reset()
-        self.instance: TaskInstance = self.task.make_instance(np.random.default_rng(self.seed))
+        n = self.task.num_instances()
+        if n:
+            index = self.seed if task_index is None else check_seed(task_index)
+            self.instance: TaskInstance = self.task.instance(index % n)
+        else:
+            self.instance = self.task.make_instance(np.random.default_rng(self.seed))
         self.tree = EpisodeTree(
             env_id=self.env_id,
             seed=self.seed,
@@ -258,7 +270,9 @@ class TreeEngine:
         }
 
     def status_line(self, node: Node) -> str:
-        """The budget line that ends every observation."""
+        """The budget line that ends every observation ("" when the task hides it: ``task.show_status``)."""
+        if not self.task.show_status:
+            return ""
         line = f"[node {node.id} | depth {node.depth}/{self.limits.max_depth} | steps left {node.steps_left}/{node.budget}"
         if self._pool is not None:
             line += f" | tree budget left {self._pool}"
@@ -281,10 +295,11 @@ class TreeEngine:
         if len(items) == 1:
             text = items[0][0]
             room = limit - len(status) - 2
-            return self._clip(clean_text(f"{text if len(text) <= room else _cut(text, room)}\n\n{status}")), 1
+            body = text if len(text) <= room else _cut(text, room)
+            return self._clip(clean_text(f"{body}\n\n{status}" if status else body)), 1
         parts = [text for text, _ in items]
         if sum(map(len, parts)) + 2 * len(parts) + len(status) <= limit:
-            return clean_text("\n\n".join(parts + [status])), len(parts)
+            return clean_text("\n\n".join(parts + [status] if status else parts)), len(parts)
         n, notice = len(parts), ""
         room = limit - len(status) - 2 * n
         if room < MIN_PART * n:  # deliver what fits now, the rest with the next observation
@@ -296,7 +311,7 @@ class TreeEngine:
         out = [p if len(p) <= c else _cut(p, c) for p, c in zip(parts[:n], caps)]
         if notice:
             out.append(notice)
-        return self._clip(clean_text("\n\n".join(out + [status]))), n
+        return self._clip(clean_text("\n\n".join(out + [status] if status else out))), n
 
     def _show(self, node: Node, inbox: list[tuple[str, str | None]]) -> str:
         """Render the inbox items not shown yet as one message (kept for :meth:`commit`); return the newest.
@@ -337,7 +352,8 @@ class TreeEngine:
         shown = self._shown.pop(node.id, None) if self._shown else None
         transcript = node.transcript
         if shown is None and len(items) == 1 and items[0][1] is None:  # hot path: one unseen tool result
-            text = clean_text(f"{items[0][0]}\n\n{self.status_line(node)}")
+            status = self.status_line(node)
+            text = clean_text(f"{items[0][0]}\n\n{status}" if status else items[0][0])
             if len(text) > self.limits.max_obs_chars:
                 text = self._render(node, items)[0]
             transcript.append({"role": "user", "content": text})
@@ -510,6 +526,22 @@ class TreeEngine:
         out.next = self.selection
         return out
 
+    def truncate(self, node_id: str, reason: str) -> StepOutcome:
+        """End a running or waiting node as ``truncated`` (score 0, trainable) from outside a turn.
+
+        For limits the driver enforces, e.g. a prompt that would exceed the model's context
+        (``reason`` is kept in ``node.error``). Open children are cancelled and the parent is told,
+        as when a node runs out of steps. Does nothing for a node that already ended.
+        """
+        node = self._node(node_id)
+        self._outcome = out = StepOutcome(node=node_id)
+        if not node.status.ended:
+            self._end(node, NodeStatus.TRUNCATED, error=str(reason)[:2000])
+            out.rewards = {i: self._tree().nodes[i].reward for i in out.ended}
+            out.done = self._tree().root.status.ended
+        out.next = self.selection
+        return out
+
     def _dispatch(self, node: Node, calls: list[Call]) -> str | None:
         names = [c.name for c in calls]
         if len(calls) > 1 and any(n != "delegate" for n in names):
@@ -518,6 +550,9 @@ class TreeEngine:
                 f"you wrote {len(calls)}: {', '.join(names[:8])}"
             )
         call = calls[0]
+        if call.name in self._hidden_verbs:
+            known = ", ".join([*self.task.tools, *self._verbs])
+            return f"Error: unknown tool {call.name!r}; available tools: {known}"
         if call.name == "delegate":
             text = self._delegate(node, [c.args for c in calls])
             if text.startswith("Refused"):
@@ -679,13 +714,17 @@ class TreeEngine:
             self._open.setdefault(parent.id, []).append(nid)
         if self._pool is not None:
             self._pool -= budget
-        if node.depth < self.limits.max_depth:
-            deleg = f"You may delegate sub-tasks to sub-agents (depth {node.depth} of max {self.limits.max_depth})."
+        note = self.protocol.node_note(node) if hasattr(self.protocol, "node_note") else ""  # code mode: the notebook
+        if not self.task.show_status:  # the task's own first message states everything (e.g. the paper's)
+            first = self.task.node_prompt(ctx) + (f"\n\n{note}" if note else "")
         else:
-            deleg = "You cannot delegate: the maximum depth is reached, so do everything yourself."
-        if hasattr(self.protocol, "node_note"):  # code mode: what the node's notebook holds
-            deleg += "\n" + self.protocol.node_note(node)
-        first = f"{self.task.node_prompt(ctx)}\n\n{deleg}\n\n{self.status_line(node)}"
+            if node.depth < self.limits.max_depth:
+                deleg = f"You may delegate sub-tasks to sub-agents (depth {node.depth} of max {self.limits.max_depth})."
+            else:
+                deleg = "You cannot delegate: the maximum depth is reached, so do everything yourself."
+            if note:
+                deleg += "\n" + note
+            first = f"{self.task.node_prompt(ctx)}\n\n{deleg}\n\n{self.status_line(node)}"
         node.transcript = [
             {"role": "system", "content": self.system_prompt},
             {"role": "user", "content": self._clip(first)},
@@ -775,17 +814,21 @@ class TreeEngine:
                 "Every step (turn) costs one step of your budget, whatever it does."
             )
         extra = self.task.delegate_args_doc
-        verbs = (
-            f"- delegate(goal: str, context: str = None, budget: int = None, wait: bool = True{extra}): "
+        default_verbs = {
+            "delegate": f"- delegate(goal: str, context: str = None, budget: int = None, wait: bool = True{extra}): "
             "start a sub-agent (a fresh copy of you, without your history) on a sub-task. Its finish "
-            "result comes back to you tagged with its id. Several delegate calls in one turn run in parallel.\n"
-            '- wait(ids: list[str] | "next" | "all" = "all"): wait for sub-agents started with wait=false.\n'
-            "- cancel(id: str): stop one of your running sub-agents.\n"
-            "- finish(result: any): end your task; result goes back to whoever gave you the task."
-        )
+            "result comes back to you tagged with its id. Several delegate calls in one turn run in parallel.",
+            "wait": '- wait(ids: list[str] | "next" | "all" = "all"): wait for sub-agents started with wait=false.',
+            "cancel": "- cancel(id: str): stop one of your running sub-agents.",
+            "finish": "- finish(result: any): end your task; result goes back to whoever gave you the task.",
+        }
+        verbs = "\n".join(self.task.describe_verb(v, default_verbs[v]) for v in self._verbs)
+        described = self.protocol.describe()
+        if "delegate" not in self._verbs:  # a single-agent control: no word of sub-agents
+            described = "\n".join(line for line in described.splitlines() if "delegate" not in line)
         tools = self.task.describe_tools()
         return (
-            f"{self.task.system_prompt}\n\n# Action space\n{self.protocol.describe()}\n\n"
+            f"{self.task.system_prompt}\n\n# Action space\n{described}\n\n"
             f"Tools:\n{tools + chr(10) if tools else ''}{verbs}\n\n"
             "Every step (turn) costs one step of your budget, whatever it does."
         )

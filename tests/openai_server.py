@@ -13,7 +13,8 @@ body, or a body without choices; more kinds on request (``--fail-kinds``): ``dri
 body trickles a few bytes every 0.4 s), ``badmessage`` (``message`` is a string),
 ``badencoding`` (``Content-Encoding: gzip`` over plain bytes), ``retryafter`` (429 with
 ``Retry-After: 1``), and ``nanlogprobs``/``huge`` (a normal answer whose logprobs are NaN, or
-padded to 5 MB). ``--fail-node ID`` fails every request of that node.
+padded to 5 MB). ``--fail-node ID`` fails every request of that node. ``--max-prompt-chars N``
+answers a longer prompt with the 400 a real server sends for a prompt over its context.
 ``--token-ids`` answers like vLLM with ``return_token_ids`` (character-level ids of a
 ChatML rendering, with logprobs), so rows need no tokenizer.
 """
@@ -33,6 +34,8 @@ from typing import Any
 STATUS = re.compile(r"\[node (\S+) \| depth (\d+)/(\d+) \| steps left (-?\d+)/(\d+)")
 TOY_EXPR = re.compile(r"Compute the value of (.+?)\. Finish with the number\.")
 TC_TARGETS = re.compile(r"Targets \(judged as the increase since you started\): (.+?)\. In the inventory now")
+TC_GOAL = re.compile(r"Your Goal: Craft the following items: ([^\n]+)")  # the paper variant's first message
+BUDGET = re.compile(r"total budget of (\d+) steps")
 #: a child's report in its parent's conversation: finished (with its result), truncated or infra error
 CHILD = re.compile(r"^\[sub-agent (\S+?)(?: finished\] (.*)|\] (did not finish)|\] (failed because))", re.M)
 IM_START, IM_END = 100_001, 100_002
@@ -44,7 +47,7 @@ def node_args(env: str, first_user: str) -> dict[str, Any]:
         m = TOY_EXPR.search(first_user)
         return {"expr": m.group(1)} if m else {}
     if env.startswith("TextCraft"):
-        m = TC_TARGETS.search(first_user)
+        m = TC_TARGETS.search(first_user) or TC_GOAL.search(first_user)
         if not m:
             return {}
         targets = {}
@@ -73,20 +76,27 @@ def child_results(messages: list[dict[str, str]]) -> dict[str, dict[str, Any]]:
     return out
 
 
-def node_info(env: str, node: str, messages: list[dict[str, str]]) -> dict[str, Any]:
-    """The ``NodeInfo`` of ``node`` as a model could read it from its conversation."""
+def node_info(env: str, node: str, messages: list[dict[str, str]], max_depth: int = 0) -> dict[str, Any]:
+    """The ``NodeInfo`` of ``node`` as a model could read it from its conversation.
+
+    Without a status line (TextCraft's paper variant states the budget once), the depth comes
+    from the node id, steps left from the stated budget and the turn, ``max_depth`` from the server's kwargs.
+    """
     last = messages[-1]["content"]
     m = STATUS.search(last)
     results = child_results(messages)
+    first = next(x["content"] for x in messages if x["role"] == "user")
+    turn = sum(1 for x in messages if x["role"] == "assistant")
+    budget = BUDGET.search(first)
     return {
         "node": node,
         "parent": node.rpartition(".")[0] or None,
-        "depth": int(m.group(2)) if m else 0,
-        "max_depth": int(m.group(3)) if m else 0,
+        "depth": int(m.group(2)) if m else node.count("."),
+        "max_depth": int(m.group(3)) if m else max_depth,
         "goal": "",
-        "node_args": node_args(env, next(x["content"] for x in messages if x["role"] == "user")),
-        "steps_left": int(m.group(4)) if m else 1,
-        "turn": sum(1 for x in messages if x["role"] == "assistant"),
+        "node_args": node_args(env, first),
+        "steps_left": int(m.group(4)) if m else (int(budget.group(1)) - turn if budget else 1),
+        "turn": turn,
         "children": sorted(results),
         "child_results": results,
         "refused": last.startswith("Refused"),
@@ -131,7 +141,7 @@ class Scripted:
         with self.lock:
             if key in self.answers:
                 return self.answers[key]
-            info = node_info(self.args.env, node, messages)
+            info = node_info(self.args.env, node, messages, self.engine.limits.max_depth)
             obs = {"text": messages[-1]["content"], "node": node, "depth": info["depth"]}
             text = self.oracle(tree)(obs, info)
             self.answers[key] = text
@@ -185,6 +195,10 @@ def make_handler(state: Scripted):
                 messages = body["messages"]
             except (ValueError, KeyError):
                 self._send(400, b'{"error": "bad request"}')
+                return
+            if args.max_prompt_chars and sum(len(m.get("content") or "") for m in messages) > args.max_prompt_chars:
+                self._send(400, json.dumps({"error": {"message": "This model's maximum context length is "
+                                                      f"{args.max_prompt_chars // 4} tokens", "code": "context_length_exceeded"}}).encode())
                 return
             tree = self.headers.get("X-Rao-Tree", "default")
             node = self.headers.get("X-Rao-Node") or (STATUS.search(messages[-1]["content"]) or [None, "0"])[1]
@@ -274,6 +288,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--stall", type=float, default=2.0, help="seconds an injected timeout stalls")
     p.add_argument("--token-ids", action="store_true")
     p.add_argument("--port", type=int, default=0, help="port to bind (0: a free one)")
+    p.add_argument("--max-prompt-chars", type=int, default=0, help="answer longer prompts with a context-length 400")
     args = p.parse_args(argv)
     sys.path.insert(0, ".")
     server = ThreadingHTTPServer(("127.0.0.1", args.port), make_handler(Scripted(args)))

@@ -341,3 +341,31 @@ def test_rollout_names_misplaced_env_kwargs():
         asyncio.run(rollout("Toy-v0", lambda m: "x", 0, max_dpth=2))
     with pytest.raises(rao_envs.ConfigError, match="seed"):
         asyncio.run(rollout("Toy-v0", lambda m: "x", [1.5]))
+
+
+# ------------------------------------------------------------------------------ context limit
+def test_max_context_tokens_truncates_nodes_not_infra_errors():
+    """The paper's context regime: a node whose next prompt would not fit is truncated (trainable), counted by usage/estimate."""
+    from rao_envs.rollout import RolloutDriver
+
+    kw = {"difficulty": "hard"}
+    with scripted_server("--env", "TextCraft-v0", "--kw", json.dumps(kw)) as url:
+        driver = RolloutDriver(OpenAIPolicy(url, "m", timeout=10), concurrency=4, max_context_tokens=1500)
+        trees = asyncio.run(driver.run("TextCraft-v0", range(2), env_kwargs=kw))
+    nodes = [n for t in trees for n in t.nodes.values()]
+    assert all(t.done for t in trees) and driver.stats.context_truncations > 0
+    cut = [n for n in nodes if n.error and "max_context_tokens=1500" in n.error]
+    assert cut and all(n.status is NodeStatus.TRUNCATED and n.score == 0.0 and not n.masked for n in cut)
+    assert not any(n.status is NodeStatus.INFRA_ERROR for n in nodes)
+    with pytest.raises(rao_envs.ConfigError, match="max_context_tokens"):
+        RolloutDriver(lambda m: "x", max_context_tokens=0)
+
+
+def test_endpoint_context_length_400_truncates_the_node():
+    kw = {"difficulty": "hard"}
+    with scripted_server("--env", "TextCraft-v0", "--kw", json.dumps(kw), "--max-prompt-chars", "5200") as url:
+        policy = OpenAIPolicy(url, "m", timeout=10)
+        tree = asyncio.run(rollout("TextCraft-v0", policy, 0, env_kwargs=kw))
+    cut = [n for n in tree.nodes.values() if n.status is NodeStatus.TRUNCATED and n.error and "context" in n.error]
+    assert tree.done and cut and all(not n.masked for n in cut)
+    assert not any(n.status is NodeStatus.INFRA_ERROR for n in tree.nodes.values())

@@ -6,17 +6,42 @@ into crafts), ``task.py`` (:class:`TextCraftSynth`: instances, prompt, tools, ve
 its rule policy).
 
 ## Description
-The world is built once per process from a fixed seed (:func:`get_world`): five domains with
-meaningless names (metal ``m``, crystal ``c``, organic ``o``, arcane ``a``, tech ``t``), base
-items at tier 0 (``m0_ore``, ``raw_o0``, ...) and craftable items ``{domain}{k}_i{tier}`` at
-tiers 1-12, plus cross-domain items (``x10_mc``, ``x11_mct``, ``x12_all``) at tiers 10-12.
-Every item has exactly one recipe, and an item's recipe depth equals its tier. An instance
-asks for one target item (``args={"targets": {"m5_i3": 2}}``, 1-3 of it on easy and medium,
-1-2 on hard and extreme). Targets are split 80/20 by item between ``train`` and ``val``.
-The starting inventory holds exactly the base materials the target needs (an upper bound
-for any crafting order) plus a 0-50% buffer and 1-3 distractors. Two oracles: the
-delegating one (default) solves every instance when the depth limit leaves room; the flat
-one (``delegate=False``) runs out of steps on deep instances.
+The paper's TextCraft-Synth world, built once per process draw for draw as the authors'
+generator (:func:`get_world`, ``world.py``; spec ``textcraft_synth_reference.md`` §1): five
+domains with meaningless names (metal ``m``, crystal ``c``, organic ``o``, arcane ``a``, tech
+``t``), 10 base items per domain (``m0_ore``, ``raw_o3``, ...), ``25 - tier // 3`` craftable
+items per domain at tiers 1-12 (``m0_i1``, ``m0_i1_10``, ``m0_i6_6``, ...) and 12 cross-domain
+items (``x10_mc`` ... ``x12_all``): 1,452 items, 1,402 recipes. An item's *tier* is its label;
+its *depth* (``world.depth(item)``) the true recursive depth: 164 items are shallower than
+their label (152 by one level, the 12 cross-domain items by two).
+
+Instances come from the paper's fixed task sets (``task_sets.py``, spec §3):
+:meth:`TextCraftSynth.tasks` lists them (2,522 train / 632 val; every (target, count) pair of
+the split's pool, one target, 1-3 of it on easy and medium, 1-2 on hard and extreme), with
+the reference's inventories (per-unit need ignoring result counts, a buffer up to half of
+it, 1-3 distractor picks). ``reset(seed=i)`` plays task ``i mod N`` of the split and
+difficulty (``options={"task_index": i}`` too); ``difficulty="mixed"`` is the whole split.
+
+Two variants, side by side:
+
+============================  =======================================  =====================================
+                              ``variant="paper"`` (default)            ``variant="guided"``
+============================  =======================================  =====================================
+system prompt                 the reference's, paraphrased, in order   ours: crafting rules, delegate in
+                              (crafting tips; delegate one group of    parallel, craft shallow items yourself
+                              related items at a time)
+first message                 goal and the budget, stated once         goal, targets and counts held
+status line (depth, steps)    never shown                              after every observation
+``get_info`` crafting_depth   the tier label (as the reference)        the true depth
+craft errors                  one reason, never the answer             the exact ingredient dict
+success                       targets grown and a non-empty finish     targets grown
+============================  =======================================  =====================================
+
+``delegate=False`` (or ``max_depth=0``) is the paper's single-agent control: no delegation
+section and no ``delegate`` verb in the prompt and the action space; same tasks, limits and
+scorer. Oracles: the delegating one (default, ``strategy="lean"``: a node takes over as many
+items as its steps allow before delegating the rest; ``"per_ingredient"``: one child per
+ingredient) and the flat one (``delegate=False``), which runs out of steps on deep tasks.
 
 ## Tools
 ``get_info(items)`` (recipe, crafting depth and count held of each item), ``view_inventory()``
@@ -32,21 +57,21 @@ recipe's result count, ``ingredients`` exactly the recipe's times the executions
 
 ## Rewards
 A node scores 1.0 when, at its ``finish``, each of its targets grew by at least the asked
-count since the node was spawned (its ``spawn_snapshot``), else 0.0. Each node's reward is
+count since the node was spawned (its ``spawn_snapshot``), else 0.0; in the paper variant the
+``finish`` message must also be non-empty. Each node's reward is
 the engine's local reward ``score + lam * mean(children's scores)``.
 
 ## Termination
 A node ends when it calls ``finish`` or runs out of its 25 steps (truncated, score 0); the
 episode ends when the root does. Limits: ``max_depth`` 6, ``max_steps_per_node`` 25,
-``max_nodes`` 1024.
+``max_nodes`` 8192.
 
 ## Difficulties
-The target's depth: ``easy`` 2-3, ``medium`` 4-6 (default), ``hard`` 7-9, ``extreme``
-10-12. Measured (``benchmarks/textcraft_depth.py``, 50 seeds per difficulty, 25 steps per
-node): the delegating oracle needs ``max_depth`` 0 (easy), 1 (medium), 4 (hard) and 7
-(extreme) to solve every seed (extreme: 58% at the default 6, so
-``TextCraftSynth.max_depth_for("extreme")`` is 7); the flat oracle solves 100% of easy, 88%
-of medium and none of hard or extreme. Extreme trees have 170 nodes on average, at most 494.
+The target's tier label: ``easy`` 2-3, ``medium`` 4-6 (default), ``hard`` 7-9, ``extreme``
+10-12 (``mixed``: the whole split). Measured with ``benchmarks/textcraft_depth.py`` on the
+first val tasks (see the README): the lean delegating oracle solves easy to hard at the
+paper's ``max_depth`` 6; extreme needs 7 (``TextCraftSynth.max_depth_for("extreme")``); the
+flat oracle fails hard and extreme.
 
 ## Registered ids
 ``rao_envs/TextCraft-v0`` (the text view; also ``rao_envs.parallel_env("TextCraft-v0")``)
@@ -72,6 +97,7 @@ from rao_envs.envs.textcraft.world import (
     BASE_PER_DOMAIN,
     CROSS_ITEMS,
     DOMAINS,
+    LABEL_DEPTH_MISMATCH,
     ITEMS_PER_TIER,
     MAX_TIER,
     VAL_FRACTION,
@@ -87,6 +113,7 @@ __all__ = [
     "CROSS_ITEMS",
     "DEPTHS",
     "DOMAINS",
+    "LABEL_DEPTH_MISMATCH",
     "ITEMS_PER_TIER",
     "MAX_COUNT",
     "MAX_CRAFT_COUNT",

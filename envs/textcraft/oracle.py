@@ -14,6 +14,11 @@ from rao_envs.types import Action
 class TextCraftOracle:
     """Scripted policy ``(observation, info) -> action text`` for TextCraft-v0.
 
+    ``strategy="lean"`` (default): a delegating node first takes over as many of the items it
+    would delegate as its steps allow (each time the one that leaves the fewest sub-agents),
+    so trees stay small; ``"per_ingredient"`` delegates every non-base ingredient of its
+    targets, one child each (large trees on the paper's world).
+
     Flat (``delegate=False``): every node crafts each non-base item of its targets'
     expansion once (summed totals, lowest depth first), then finishes; it runs out of steps
     on deep targets. Delegating (default): a node whose whole job fits in its steps left, or
@@ -31,14 +36,21 @@ class TextCraftOracle:
     but makes the holders wait (one ``view_inventory`` turn at a time, while they have spare
     steps) before consuming it until the child has finished.
 
+    On the paper's extreme tasks (trees of about 1,000 nodes) the holders sometimes run out of
+    spare steps before the protected child finishes (``stats["unsafe"]``): under the engine's
+    own order and measured random orders the root still succeeds, but some inner nodes can
+    lose their score; on easy to hard every node scores 1.0 under any order tested.
+
     It reads only the structured ``info`` (:class:`~rao_envs.policies.base.NodeInfo`):
     ``node``, ``node_args``, ``depth``, ``max_depth``, ``steps_left``, ``turn`` (0 on a
     node's first turn, when it plans) and ``refused`` (its delegation was refused: it then
     crafts everything itself), never the observation text.
     """
 
-    def __init__(self, world: World, delegate: bool = True) -> None:
-        self.world, self.delegate = world, delegate
+    def __init__(self, world: World, delegate: bool = True, strategy: str = "lean") -> None:
+        if strategy not in ("lean", "per_ingredient"):
+            raise ValueError(f"strategy must be 'lean' or 'per_ingredient', got {strategy!r}")
+        self.world, self.delegate, self.strategy = world, delegate, strategy
         self._new_episode()
 
     def _new_episode(self) -> None:
@@ -129,6 +141,8 @@ class TextCraftOracle:
             return self._set_queue(node, flat)
         own = set(targets)  # items this node crafts itself
         totals, children = self._split(targets, own)
+        if self.strategy == "lean":
+            own, totals, children = self._lean(targets, own, totals, children, steps_left)
         wider, t2, c2 = own, totals, children
         while True:  # (1) craft risky ingredients here, delegating their ingredients instead
             risky = {i for i in c2 if self._holders(node, i)}
@@ -144,6 +158,20 @@ class TextCraftOracle:
             return self._set_queue(node, flat)
         crafts = [("craft", i, totals[i]) for i in sorted(own, key=lambda i: (self.world.depth[i], i))]
         self._set_queue(node, [("delegate", children), *crafts, ("finish", dict(targets))])
+
+    def _lean(self, targets, own, totals, children, steps_left):
+        """Own (craft here) as many delegated items as the steps allow, fewest sub-agents first."""
+        while children:
+            best = None
+            for f in children:
+                w2 = own | {f}
+                t2, c2 = self._split(targets, w2)
+                if len(w2) + 1 + (1 if c2 else 0) <= steps_left and (best is None or len(c2) < len(best[2])):
+                    best = (w2, t2, c2)
+            if best is None:
+                break
+            own, totals, children = best
+        return own, totals, children
 
     # -- acting and bookkeeping ----------------------------------------------------------------
     def _emit(self, node: str, step: tuple[Any, ...]) -> str:

@@ -1,47 +1,79 @@
-"""The TextCraft recipe world: items, tiers, recipes, the train/val split (built once per process).
+"""The TextCraft-Synth recipe world of the RAO paper, built draw for draw as the authors' generator.
 
-:func:`get_world` builds the world from a fixed seed: five domains with meaningless names
-(metal ``m``, crystal ``c``, organic ``o``, arcane ``a``, tech ``t``), base items at tier 0
-(``m0_ore``, ``raw_o0``, ...) and craftable items ``{domain}{k}_i{tier}`` at tiers 1-12, plus
-cross-domain items (``x10_mc``, ``x11_mct``, ``x12_all``) at tiers 10-12. Every item has
-exactly one recipe, and an item's recipe depth equals its tier. Craftable items are split
-80/20 by item between ``train`` and ``val``. :meth:`World.expand` is the one expansion of
-targets into crafts: the task, its oracle and the discrete view plan with it.
+:func:`get_world` builds the reference world (``textcraft_synth_reference.md`` §1, seed 42,
+25 items per domain and tier): five domains with meaningless names (metal ``m``, crystal
+``c``, organic ``o``, arcane ``a``, tech ``t``), 10 base items per domain at tier 0
+(``m0_ore``, ``raw_o3``, ...), ``25 - tier // 3`` craftable items per domain at each tier
+1-12 (``m0_i1``, ``m0_i1_10``, ``m0_i6_6``, ...) and 12 cross-domain items (``x10_mc`` ...
+``x12_all``) at tiers 10-12: 1,452 items, 1,402 recipes, every item exactly one recipe.
+
+**Tier and depth.** An item's *tier* is the label it was generated at (what the reference's
+``get_info`` reports as ``crafting_depth``); its *depth* (:attr:`World.depth`, callable:
+``world.depth(item)``) is the true recursive depth (base 0, else 1 + the deepest
+ingredient). 164 of the 1,402 craftable items are shallower than their label (none is
+deeper): 152 by one level (recipes without a tier ``t-1`` ingredient, and their consumers)
+and the 12 cross-domain items by two (their ingredients are from ``t-3``).
+:data:`LABEL_DEPTH_MISMATCH` counts them per tier.
+
+Craftable items are split 80/20 by item between ``train`` and ``val`` exactly as the
+reference's task generator splits them (:attr:`World.split`, in its shuffled order).
+:meth:`World.expand` is the one expansion of targets into crafts: the task, its oracles and
+the discrete view plan with it. The generator uses CPython's Mersenne Twister through a
+pinned port of its integer draws, so the world is the same on every Python and for every
+``PYTHONHASHSEED``.
 """
 
 from __future__ import annotations
 
 import functools
-from collections.abc import Collection, Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
-
-import numpy as np
 
 WORLD_SEED = 42
 DOMAINS = ("m", "c", "o", "a", "t")
 MAX_TIER = 12
-BASE_PER_DOMAIN = 6
-ITEMS_PER_TIER = 8
+BASE_PER_DOMAIN = 10
+ITEMS_PER_TIER = 25
 VAL_FRACTION = 0.2
-#: cross-domain items: name -> (tier, domains it draws one ingredient from)
+_RESULT_COUNT = {1: (2, 4), 2: (2, 3), 3: (1, 2), 4: (1, 2), 5: (1, 2)}  # tiers 6-12: 1
+#: cross-domain items, in generation order: name -> (tier, domains it draws one tier t-3 ingredient from)
 CROSS_ITEMS: dict[str, tuple[int, str]] = {
     "x10_mc": (10, "mc"),
     "x10_ot": (10, "ot"),
     "x10_am": (10, "am"),
     "x10_ct": (10, "ct"),
     "x11_mct": (11, "mct"),
-    "x11_oat": (11, "oat"),
+    "x11_oam": (11, "oam"),
+    "x11_act": (11, "act"),
+    "x11_tca": (11, "tca"),
+    "x12_mcat": (12, "mcat"),
+    "x12_oacm": (12, "oacm"),
+    "x12_tcoa": (12, "tcoa"),
     "x12_all": (12, "mcoat"),
 }
+#: per tier label, how many craftable items are shallower than their label (measured, spec §1.7)
+LABEL_DEPTH_MISMATCH = {2: 19, 3: 18, 4: 25, 5: 23, 6: 19, 7: 16, 8: 9, 9: 5, 10: 8, 11: 15, 12: 7}
+
+
+class Depths(dict):
+    """Item -> true recursive depth; also callable, ``world.depth(item)``."""
+
+    def __call__(self, item: str) -> int:
+        """The true depth of ``item`` (0 for base items)."""
+        return self[item]
 
 
 @dataclass(frozen=True)
 class Recipe:
-    """One recipe: ``ingredients`` (item -> count per execution) make ``result_count`` items."""
+    """One recipe: ``ingredients`` (item -> count per execution, in recipe order) make ``result_count`` items.
+
+    ``tier`` is the label of the item it makes (the reference's ``crafting_depth``).
+    """
 
     ingredients: tuple[tuple[str, int], ...]
     result_count: int
+    tier: int = 0
 
     def as_dict(self, executions: int = 1) -> dict[str, int]:
         """Ingredients for ``executions`` crafts, as a plain dict."""
@@ -54,7 +86,10 @@ class Recipe:
 
 @dataclass
 class World:
-    """The procedural recipe world: items, tiers, recipes, depths and the train/val split.
+    """The recipe world: items, tier labels, recipes, true depths and the train/val split.
+
+    ``by_tier`` lists each tier's craftable items in generation order; ``split[split][tier]``
+    the split's items in the reference's shuffled order.
 
     Planning: :meth:`expand` walks the recipe tree of some targets (consumers first, summed
     needs, optional stock or own set); :meth:`plan` is its crafting order; :meth:`base_needs`
@@ -66,9 +101,10 @@ class World:
     tier: dict[str, int]
     domain: dict[str, str]
     recipes: dict[str, Recipe]
-    depth: dict[str, int] = field(default_factory=dict)
+    depth: Depths = field(default_factory=Depths)
     by_tier: dict[int, tuple[str, ...]] = field(default_factory=dict)
     val_items: frozenset[str] = frozenset()
+    split: dict[str, dict[int, tuple[str, ...]]] = field(default_factory=dict)
     _needs: dict[tuple[str, int], dict[str, int]] = field(default_factory=dict, repr=False)
     _closures: dict[tuple[str, ...], tuple[str, ...]] = field(default_factory=dict, repr=False, compare=False)
 
@@ -82,13 +118,8 @@ class World:
         return item in self.tier and item not in self.recipes
 
     def split_items(self, split: str, tiers: Iterable[int]) -> list[str]:
-        """The craftable items of ``tiers`` that belong to ``split`` (``train`` or ``val``)."""
-        out = []
-        for t in tiers:
-            for item in self.by_tier.get(t, ()):
-                if (item in self.val_items) == (split == "val"):
-                    out.append(item)
-        return out
+        """The craftable items of tier labels ``tiers`` in ``split`` (``train`` or ``val``), in the split's order."""
+        return [item for t in tiers for item in self.split[split].get(t, ())]
 
     def close_matches(self, item: str, n: int = 3) -> list[str]:
         """Known item names that look like ``item`` (for error messages)."""
@@ -192,8 +223,28 @@ class World:
             self._needs[key] = total
         return dict(self._needs[key])
 
-    def info(self, item: str, inventory: Mapping[str, int]) -> dict[str, Any]:
-        """What ``get_info`` reports about one item."""
+    def canonical_digest(self) -> str:
+        """sha256 of the craftable items' recipes in the spec's canonical JSON (§1.6)."""
+        import hashlib
+        import json
+
+        canon = {
+            item: {"ingredients": sorted([i, q] for i, q in r.ingredients), "result_count": r.result_count, "tier": self.tier[item]}
+            for item, r in self.recipes.items()
+        }
+        return hashlib.sha256(json.dumps(canon, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+    def generation_digest(self) -> str:
+        """sha256 of ``[item, result_count, [[ingredient, qty], ...]]`` over tiers 1-12 in generation order (§1.6)."""
+        import hashlib
+        import json
+
+        rows = [[i, self.recipes[i].result_count, [list(p) for p in self.recipes[i].ingredients]]
+                for t in range(1, MAX_TIER + 1) for i in self.by_tier[t]]
+        return hashlib.sha256(json.dumps(rows, separators=(",", ":")).encode()).hexdigest()
+
+    def info(self, item: str, inventory: Mapping[str, int], label: bool = False) -> dict[str, Any]:
+        """What ``get_info`` reports about one item; ``crafting_depth`` is the tier label if ``label``, else the true depth."""
         if item not in self.tier:
             out: dict[str, Any] = {"item": item, "error": "unknown item"}
             close = self.close_matches(item)
@@ -206,104 +257,147 @@ class World:
             "can_craft": recipe is not None,
             "is_base": recipe is None,
             "in_inventory": int(inventory.get(item, 0)),
-            "crafting_depth": self.depth[item],
+            "crafting_depth": self.tier[item] if label else self.depth[item],
             "recipes": [] if recipe is None else [
                 {"ingredients": recipe.as_dict(), "result_count": recipe.result_count}
             ],
         }
 
 
+class _CPythonRandom:
+    """The draws of CPython's ``random.Random`` the reference generator makes, pinned in our code.
+
+    ``random()`` (53 bits) and ``getrandbits`` come from CPython's MT19937 (stable across
+    versions); ``randint``/``choice``/``shuffle`` use the rejection sampling of CPython 3.11's
+    ``_randbelow`` (``getrandbits(n.bit_length())``, drawing even when ``n == 1``), written
+    out here so a later Python that changes ``_randbelow`` still builds the same world.
+    """
+
+    def __init__(self, seed: int) -> None:
+        import random
+
+        self._r = random.Random(seed)
+
+    def below(self, n: int) -> int:
+        """A uniform int in ``[0, n)``."""
+        k, bits = n.bit_length(), self._r.getrandbits
+        r = bits(k)
+        while r >= n:
+            r = bits(k)
+        return r
+
+    def random(self) -> float:
+        """A float in ``[0, 1)``."""
+        return self._r.random()
+
+    def randint(self, a: int, b: int) -> int:
+        """A uniform int in ``[a, b]``."""
+        return a + self.below(b - a + 1)
+
+    def choice(self, seq: Sequence[Any]) -> Any:
+        """A uniform element of ``seq``."""
+        return seq[self.below(len(seq))]
+
+    def shuffle(self, x: list[Any]) -> None:
+        """Shuffle ``x`` in place (Fisher-Yates from the end, as CPython)."""
+        for i in reversed(range(1, len(x))):
+            j = self.below(i + 1)
+            x[i], x[j] = x[j], x[i]
+
+
 def _base_name(domain: str, k: int) -> str:
     return f"{domain}{k}_ore" if domain in ("m", "c") else f"raw_{domain}{k}"
 
 
-def _result_count(rng: np.random.Generator, tier: int) -> int:
-    if tier == 1:
-        return int(rng.integers(2, 5))
-    if tier == 2:
-        return int(rng.integers(2, 4))
-    if tier <= 5:
-        return int(rng.integers(1, 3))
-    return 1
+def _k_base(tier: int) -> int:
+    """B(t), the least number of ingredients of an ordinary recipe of ``tier``."""
+    return 1 if tier == 1 else 2 if tier <= 7 else 3 if tier <= 11 else 4
 
 
-def _n_ingredients(rng: np.random.Generator, tier: int) -> int:
-    """Ingredients per recipe: 1-2 (tier 1), 2 (tiers 2-7), 2-3 (tiers 8-11), 3-4 (tier 12)."""
-    if tier == 1:
-        return int(rng.integers(1, 3))
-    if tier <= 7:
-        return 2
-    if tier <= 11:
-        return int(rng.integers(2, 4))
-    return int(rng.integers(3, 5))
-
-
-def _qty(rng: np.random.Generator, tier: int) -> int:
-    return int(rng.integers(1, 3)) if tier <= 4 else 1
-
-
-def _build_world(seed: int, items_per_tier: int, base_per_domain: int) -> World:
-    rng = np.random.default_rng(seed)
+def _build_world(seed: int = WORLD_SEED, items_per_tier: int = ITEMS_PER_TIER) -> World:
+    """The reference generator (spec ``textcraft_synth_reference.md`` §1), draw for draw."""
+    rng = _CPythonRandom(seed)
+    n = items_per_tier
     tier: dict[str, int] = {}
     domain: dict[str, str] = {}
-    pool: dict[tuple[str, int], list[str]] = {}
-    for d in DOMAINS:
-        pool[(d, 0)] = [_base_name(d, k) for k in range(base_per_domain)]
-        for t in range(1, MAX_TIER + 1):
-            pool[(d, t)] = [f"{d}{k}_i{t}" for k in range(items_per_tier)]
-        for t in range(MAX_TIER + 1):
-            for item in pool[(d, t)]:
-                tier[item], domain[item] = t, d
-    base = tuple(i for d in DOMAINS for i in pool[(d, 0)])
     recipes: dict[str, Recipe] = {}
-
-    def pick(d: str, t: int, exclude: set[str]) -> str:
-        options = [i for i in pool[(d, t)] if i not in exclude]
-        return options[int(rng.integers(len(options)))]
-
-    for t in range(1, MAX_TIER + 1):
-        for d in DOMAINS:
-            for item in pool[(d, t)]:
-                chosen: list[str] = [pick(d, t - 1, set())]  # one from t-1: depth == tier
-                n = _n_ingredients(rng, t)
-                if n > 1 and t >= 4 and rng.random() < 0.3:  # one slot from another domain, tier t-3..t-1
-                    other = [x for x in DOMAINS if x != d][int(rng.integers(len(DOMAINS) - 1))]
-                    chosen.append(pick(other, int(rng.integers(t - 3, t)), set(chosen)))
-                while len(chosen) < n:  # the rest from t-1 or t-2, weighted 1/(distance+1), i.e. 3:2
-                    lower = t - 1 if (t < 2 or rng.random() < 0.6) else t - 2
-                    chosen.append(pick(d, lower, set(chosen)))
-                ings = tuple(sorted((i, _qty(rng, t)) for i in chosen))
-                recipes[item] = Recipe(ings, _result_count(rng, t))
+    lists: dict[tuple[str, int], list[str]] = {}
+    global_tiers: dict[int, list[str]] = {t: [] for t in range(MAX_TIER + 1)}
+    names: set[str] = set()
+    for d in DOMAINS:
+        lists[(d, 0)] = [_base_name(d, i % BASE_PER_DOMAIN) for i in range(n)]  # duplicates kept
+        for b in lists[(d, 0)]:
+            tier[b], domain[b] = 0, d
+        global_tiers[0] += lists[(d, 0)]
+        for t in range(1, MAX_TIER + 1):
+            lists[(d, t)] = []
+            for i in range(max(1, n - t // 3)):
+                prefix = f"{d}{i % 10}"
+                name = f"{prefix}_i{t}" if t <= 5 else f"{prefix}_i{t}_{t}"
+                if name in names:
+                    name += f"_{i}"
+                names.add(name)
+                if t == 1:
+                    cands = [(x, 1) for x in lists[(d, 0)]]
+                else:
+                    cands = [(x, 2) for x in lists[(d, t - 2)]] + [(x, 1) for x in lists[(d, t - 1)]]
+                if t >= 4:  # one cross-tier candidate from t-4 or t-3
+                    s = rng.choice([t - 4, t - 3])
+                    cands.append((rng.choice(lists[(d, s)]), t - s))
+                k = min(_k_base(t) + rng.randint(0, min(2, t // 3)), len(cands), 6)
+                weights = [1.0 / (dist + 1) for _, dist in cands]
+                left = list(range(len(cands)))
+                picks = []
+                for _ in range(k):
+                    r = rng.random() * sum(weights[j] for j in left)
+                    acc, chosen = 0.0, left[-1]
+                    for j in left:
+                        acc += weights[j]
+                        if acc >= r:
+                            chosen = j
+                            break
+                    left.remove(chosen)
+                    picks.append(cands[chosen][0])
+                ings: dict[str, int] = {}
+                for item in picks:  # a repeated name overwrites its quantity, keeps its place
+                    ings[item] = rng.randint(1, 2) if t <= 4 else rng.randint(1, 1)
+                lo, hi = _RESULT_COUNT.get(t, (1, 1))
+                recipes[name] = Recipe(tuple(ings.items()), rng.randint(lo, hi), t)
+                tier[name], domain[name] = t, d
+                lists[(d, t)].append(name)
+                global_tiers[t].append(name)
     for name, (t, doms) in CROSS_ITEMS.items():
-        chosen = []
-        for j, d in enumerate(doms):
-            lower = t - 1 if j == 0 else t - int(rng.integers(2, 4))  # t-1 for the first, t-2/t-3 after
-            chosen.append(pick(d, lower, set(chosen)))
-        recipes[name] = Recipe(tuple(sorted((i, 1) for i in chosen)), 1)
+        ings = {}
+        for d in doms:
+            src = next(lists[(d, s)] for s in (t - 3, t - 2, t - 1) if lists[(d, s)])
+            ings[rng.choice(src)] = rng.randint(1, 2)
+        recipes[name] = Recipe(tuple(ings.items()), 1, t)
         tier[name], domain[name] = t, "x"
+        global_tiers[t].append(name)
 
+    base = tuple(dict.fromkeys(global_tiers[0]))
     world = World(seed=seed, base=base, tier=tier, domain=domain, recipes=recipes)
-    for item in sorted(tier, key=lambda i: tier[i]):
-        r = recipes.get(item)
-        world.depth[item] = 0 if r is None else 1 + max(world.depth[i] for i, _ in r.ingredients)
-    by_tier: dict[int, list[str]] = {}
-    for item in recipes:
-        by_tier.setdefault(tier[item], []).append(item)
-    split_rng = np.random.default_rng([seed, 1])
-    val: set[str] = set()
-    for t in sorted(by_tier):
-        items = sorted(by_tier[t])
-        by_tier[t] = items
-        n_val = max(1, round(VAL_FRACTION * len(items)))
-        val.update(str(x) for x in split_rng.choice(items, size=n_val, replace=False))
-    world.by_tier = {t: tuple(v) for t, v in by_tier.items()}
-    world.val_items = frozenset(val)
+    depth = Depths()
+    for t in range(MAX_TIER + 1):
+        for item in global_tiers[t]:
+            r = recipes.get(item)
+            depth[item] = 0 if r is None else 1 + max(depth[i] for i, _ in r.ingredients)
+    world.depth = depth
+    world.by_tier = {t: tuple(global_tiers[t]) for t in range(1, MAX_TIER + 1)}
+    # the train/val split: its own Random(seed), per tier a shuffled copy, the first 80% to train
+    split_rng = _CPythonRandom(seed)
+    split: dict[str, dict[int, tuple[str, ...]]] = {"train": {}, "val": {}}
+    for t in range(1, MAX_TIER + 1):
+        items = list(global_tiers[t])
+        split_rng.shuffle(items)
+        cut = int(len(items) * (1 - VAL_FRACTION))
+        split["train"][t], split["val"][t] = tuple(items[:cut]), tuple(items[cut:])
+    world.split = split
+    world.val_items = frozenset(i for v in split["val"].values() for i in v)
     return world
 
 
 @functools.lru_cache(maxsize=8)
-def get_world(
-    seed: int = WORLD_SEED, items_per_tier: int = ITEMS_PER_TIER, base_per_domain: int = BASE_PER_DOMAIN
-) -> World:
-    """The recipe world for ``seed`` (built once per process, then cached)."""
-    return _build_world(seed, items_per_tier, base_per_domain)
+def get_world(seed: int = WORLD_SEED, items_per_tier: int = ITEMS_PER_TIER) -> World:
+    """The recipe world for ``seed`` (default: the paper's; built once per process, then cached)."""
+    return _build_world(seed, items_per_tier)

@@ -9,6 +9,7 @@ from rao_envs.policies.base import (
     ChatPolicy,
     ChildResult,
     Completion,
+    ContextLengthError,
     NodeInfo,
     PolicyError,
     as_chat_policy,
@@ -17,6 +18,6 @@ from rao_envs.policies.openai import OpenAIPolicy
 from rao_envs.policies.scripted import OraclePolicy, RandomPolicy, run_episode
 
 __all__ = [
-    "AgentPolicy", "ChatPolicy", "ChildResult", "Completion", "NodeInfo", "OpenAIPolicy", "OraclePolicy",
+    "AgentPolicy", "ChatPolicy", "ChildResult", "Completion", "ContextLengthError", "NodeInfo", "OpenAIPolicy", "OraclePolicy",
     "PolicyError", "RandomPolicy", "as_chat_policy", "run_episode",
 ]

@@ -75,10 +75,18 @@ class Completion:
     logprobs: list[float] | None = None
     prompt_token_ids: list[int] | None = None
     finish_reason: str | None = None
+    prompt_tokens: int | None = None
+    """The endpoint's ``usage.prompt_tokens`` (what the rollout driver's context limit counts)."""
+    completion_tokens: int | None = None
+    """The endpoint's ``usage.completion_tokens``."""
 
 
 class PolicyError(RuntimeError):
     """The policy endpoint failed (after retries): the node becomes ``infra_error``."""
+
+
+class ContextLengthError(PolicyError):
+    """The endpoint refused the prompt as longer than its context: the node is *truncated* (a normal outcome), not an infra error."""
 
 
 ChatPolicy = Callable[[list[dict[str, str]], NodeInfo], Awaitable[Completion]]

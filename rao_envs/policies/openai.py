@@ -18,7 +18,7 @@ import time
 from typing import Any
 
 from rao_envs.errors import ConfigError
-from rao_envs.policies.base import Completion, NodeInfo, PolicyError
+from rao_envs.policies.base import Completion, ContextLengthError, NodeInfo, PolicyError
 
 TRANSIENT_STATUS = frozenset({408, 409, 425, 429, 500, 502, 503, 504})
 _TOKEN_ID = re.compile(r"token_id:(\d+)")
@@ -41,6 +41,13 @@ def _retry_after(value: str | None) -> float | None:
 
 def _stable_hash(text: str) -> int:
     return int.from_bytes(hashlib.blake2b(text.encode(), digest_size=8).digest(), "big")
+
+
+#: how OpenAI, vLLM, SGLang and llama.cpp word a prompt longer than the context (in a 400's body)
+_CONTEXT_ERROR = re.compile(
+    r"context[ _]length|maximum context|context window|exceeds the available context|n_ctx|too many tokens|prompt is too long",
+    re.I,
+)
 
 
 class OpenAIPolicy:
@@ -160,6 +167,9 @@ class OpenAIPolicy:
                 if resp.status_code in TRANSIENT_STATUS or resp.status_code >= 500:
                     retry_after = _retry_after(resp.headers.get("retry-after"))
                     continue
+                if resp.status_code == 400 and _CONTEXT_ERROR.search(resp.text[:2000]):
+                    self.failed += 1
+                    raise ContextLengthError(f"{url}: the prompt exceeds the model's context: {resp.text[:300]}")
                 break  # 4xx other than the transient ones: the request itself is wrong
             try:
                 out = self._parse(resp.json())
@@ -207,7 +217,11 @@ class OpenAIPolicy:
         prompt = data.get("prompt_token_ids") or choice.get("prompt_token_ids")
         if logprobs is not None and token_ids is not None and len(logprobs) != len(token_ids):
             logprobs = None  # misaligned: keep the ids, drop the logprobs
-        return Completion(text, token_ids, logprobs, [int(t) for t in prompt] if prompt else None, choice.get("finish_reason"))
+        usage = data.get("usage") if isinstance(data.get("usage"), dict) else {}
+        counts = [usage.get(k) for k in ("prompt_tokens", "completion_tokens")]
+        counts = [int(c) if isinstance(c, int) and not isinstance(c, bool) and c >= 0 else None for c in counts]
+        return Completion(text, token_ids, logprobs, [int(t) for t in prompt] if prompt else None, choice.get("finish_reason"),
+                          counts[0], counts[1])
 
     async def _tokenize(self, client, text: str, n: int) -> list[int] | None:
         """Ids of ``text`` from llama.cpp's ``/extras/tokenize``, kept only when they match the n logprobs."""

@@ -172,7 +172,8 @@ class DiscreteRaoEnv(gym.Env):
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
         """Start a new tree; ``seed`` fixes the task instance (as in the text views)."""
         super().reset(seed=None if seed is None else check_seed(seed))
-        self.engine.reset(fresh_seed(self.np_random) if seed is None else seed)
+        index = (options or {}).get("task_index")  # a task with a fixed instance list: play that one
+        self.engine.reset(fresh_seed(self.np_random) if seed is None else seed, task_index=index)
         self.adapter.on_reset()
         self._node = self.engine.selection
         return self.adapter.features(self._node), self._info(self._node, [], False)

@@ -102,7 +102,8 @@ class RaoEnv(gym.Env):
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
         """Start a new tree; ``seed`` fixes the task instance and every node's RNG."""
         super().reset(seed=None if seed is None else check_seed(seed))
-        self.engine.reset(fresh_seed(self.np_random) if seed is None else seed)
+        index = (options or {}).get("task_index")  # a task with a fixed instance list: play that one
+        self.engine.reset(fresh_seed(self.np_random) if seed is None else seed, task_index=index)
         self._node = self.engine.selection
         return self._obs(self._node), self._info(self._node, [], {})
 
