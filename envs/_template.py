@@ -61,6 +61,8 @@ class TemplateTask(Task):
     default_difficulty = "easy"
     default_limits = {"max_depth": 4, "max_steps_per_node": 8, "max_nodes": 64}
     delegate_args_doc = ", numbers: list[int]"  # task args a parent passes to delegate
+    # one example call per action for the system prompt (actions left out get placeholders)
+    examples = {"add": {"a": 2, "b": 3}, "delegate": {"goal": "Sum 3 and 4", "numbers": [3, 4]}, "finish": {"result": 7}}
     system_prompt = (
         "You add up lists of integers. The add tool adds two integers. Split long lists in two "
         "halves, delegate each half with delegate(numbers=[...]), then add the two results."

@@ -136,6 +136,11 @@ class ToyArithmetic(Task):
     default_difficulty = "medium"
     default_limits = {"max_depth": 4, "max_steps_per_node": 6, "max_nodes": 64}
     delegate_args_doc = ", expr: str"
+    examples = {
+        "calc": {"a": 3, "op": "+", "b": 4},
+        "delegate": {"goal": "Compute the value of (1 + 2)", "expr": "(1 + 2)"},
+        "finish": {"result": 7},
+    }
     system_prompt = (
         "You evaluate arithmetic expressions. The calc tool applies ONE operator to two integers. "
         "Delegate compound operands to sub-agents with delegate(expr=...), then combine their results."

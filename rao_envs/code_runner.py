@@ -493,6 +493,9 @@ class CodeRunner:
             return {"results": ["Refused: malformed launch request."] * max(count, 0)}
         if any("wait" in r for r in requests):
             return {"results": ["Refused: launch_subagent takes no wait argument; await it instead."] * count}
+        if "delegate" in eng._hidden_verbs:  # a single-agent control (delegate=False, max_depth=0)
+            eng._refused.add(node.id)
+            return {"results": ["Refused: this task offers no sub-agents; do the work yourself."] * count}
         before = len(node.children)
         text = eng._delegate(node, requests)
         ids = node.children[before:]

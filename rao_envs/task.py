@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import copy
 import inspect
+import types
 import typing
 from collections.abc import Callable
 from typing import Any, ClassVar
@@ -90,6 +91,10 @@ class ToolSpec:
             parts.append(f"{p.name}: {t}" + ("" if p.default is inspect.Parameter.empty else f" = {p.default!r}"))
         self.signature = f"{name}({', '.join(parts)})"
 
+    def placeholder_args(self) -> dict[str, Any]:
+        """Example arguments from the signature: required ones only, each a :func:`placeholder` of its type."""
+        return {n: placeholder(f.annotation, n) for n, f in self.model.model_fields.items() if f.is_required()}
+
     def call(self, task: Task, ctx: NodeContext, args: dict[str, Any]) -> Any:
         """Validate ``args`` and run the tool; bad arguments raise :class:`ToolError`."""
         if self._validate is None and not args:  # a tool without arguments, called without any
@@ -102,6 +107,65 @@ class ToolSpec:
             )
             raise ToolError(f"bad arguments for {self.signature}: {problems}") from None
         return self.fn(task, ctx, **parsed.__dict__)  # a pydantic model's __dict__ holds exactly its fields
+
+
+#: example arguments of the engine verbs whose values do not depend on the task
+VERB_EXAMPLES: dict[str, dict[str, Any]] = {
+    "wait": {"ids": "all"},
+    "cancel": {"id": "0.1"},
+    "finish": {"result": "your answer, in the format your task asks for"},
+}
+
+
+def placeholder(ann: Any, name: str = "value") -> Any:
+    """A JSON example value of type annotation ``ann`` (for prompts): 1, "name", [..], {..}."""
+    origin, args = typing.get_origin(ann), typing.get_args(ann)
+    if origin is typing.Literal and args:
+        return args[0]
+    if origin in (typing.Union, types.UnionType) and args:
+        return placeholder(next((a for a in args if a is not type(None)), str), name)
+    if ann is bool:
+        return True
+    if ann is int:
+        return 1
+    if ann is float:
+        return 1.0
+    if ann in (list, tuple) or origin in (list, tuple):
+        return [placeholder(args[0] if args else str, name.rstrip("s") or name)]
+    if ann is dict or origin is dict:
+        return {placeholder(args[0], "key") if args else "key": placeholder(args[1], "n") if len(args) > 1 else 1}
+    return name  # str and anything else: a string naming what goes there
+
+
+def _doc_params(doc: str) -> list[tuple[str, str]]:
+    """``", a: int, b: dict[str, int]"`` → ``[("a", "int"), ("b", "dict[str, int]")]`` (brackets respected)."""
+    parts, depth, cur = [], 0, ""
+    for ch in doc:
+        if ch in "[(":
+            depth += 1
+        elif ch in "])":
+            depth -= 1
+        if ch == "," and depth == 0:
+            parts.append(cur)
+            cur = ""
+        else:
+            cur += ch
+    parts.append(cur)
+    out = []
+    for part in parts:
+        name, sep, type_text = part.partition(":")
+        if sep and name.strip().isidentifier():
+            out.append((name.strip(), type_text.split("=")[0].strip()))
+    return out
+
+
+def _placeholder_for_text(type_text: str, name: str) -> Any:
+    head = type_text.split("[", 1)[0].strip()
+    if head in ("list", "tuple"):
+        return [name.rstrip("s") or name]
+    if head == "dict":
+        return {"key": 1}
+    return {"int": 1, "float": 1.0, "bool": True}.get(head, name)
 
 
 def tool(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -143,6 +207,10 @@ class Task:
     """The task's part of every node's system prompt (the engine appends the action space)."""
     delegate_args_doc: ClassVar[str] = ""
     """Task arguments of ``delegate`` as shown in the prompt's signature, e.g. ``", numbers: list[int]"``."""
+    examples: ClassVar[dict[str, dict[str, Any]]] = {}
+    """Example arguments per action, for the one example call of each in the system prompt:
+    a tool's name, ``"delegate"`` (``goal`` and the task arguments) or ``"finish"`` (``result``,
+    in the format a parent needs). Actions left out get placeholders from their signatures."""
     instance_model: ClassVar[type[BaseModel] | None] = None
     """Optional typed model of ``TaskInstance.args`` (a frozen pydantic model): when set,
     generated instances are validated against it, so a task's data shape is documented."""
@@ -250,6 +318,23 @@ class Task:
             except ValidationError as exc:
                 raise TypeError(f"{self.name}.generate returned args that do not match {self.instance_model.__name__}: {exc}") from None
         return instance
+
+    def example_args(self, action: str) -> dict[str, Any]:
+        """The arguments of the prompt's example call of ``action`` (a tool or an engine verb).
+
+        The task's :attr:`examples` entry when it has one; otherwise placeholders built from the
+        tool's signature (or, for ``delegate``, from :attr:`delegate_args_doc`).
+        """
+        if action in self.examples:
+            return dict(self.examples[action])
+        if action in self.tools:
+            return self.tools[action].placeholder_args()
+        if action == "delegate":
+            args: dict[str, Any] = {"goal": "a sub-task, in plain words"}
+            for name, type_text in _doc_params(self.delegate_args_doc):
+                args[name] = _placeholder_for_text(type_text, name)
+            return args
+        return dict(VERB_EXAMPLES.get(action, {}))
 
     def describe_tools(self) -> str:
         """The task-tool lines of the action-space text."""

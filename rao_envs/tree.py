@@ -807,15 +807,16 @@ class TreeEngine:
         return node
 
     def _system_prompt(self) -> str:
+        examples = self.protocol.examples([(name, self.task.example_args(name)) for name in (*self.task.tools, *self._verbs)])
         if hasattr(self.protocol, "action_space"):  # code mode: tools as Python functions
             return (
                 f"{self.task.system_prompt}\n\n# Action space\n{self.protocol.describe()}\n\n"
-                f"Functions in your notebook:\n{self.protocol.action_space(self.task)}\n\n"
+                f"Functions in your notebook:\n{self.protocol.action_space(self.task, self._verbs)}\n\n{examples}\n\n"
                 "Every step (turn) costs one step of your budget, whatever it does."
             )
-        extra = self.task.delegate_args_doc
+        extra = self.task.delegate_args_doc  # task arguments: required, so right after goal (valid Python order)
         default_verbs = {
-            "delegate": f"- delegate(goal: str, context: str = None, budget: int = None, wait: bool = True{extra}): "
+            "delegate": f"- delegate(goal: str{extra}, context: str | None = None, budget: int | None = None, wait: bool = True): "
             "start a sub-agent (a fresh copy of you, without your history) on a sub-task. Its finish "
             "result comes back to you tagged with its id. Several delegate calls in one turn run in parallel.",
             "wait": '- wait(ids: list[str] | "next" | "all" = "all"): wait for sub-agents started with wait=false.',
@@ -829,6 +830,6 @@ class TreeEngine:
         tools = self.task.describe_tools()
         return (
             f"{self.task.system_prompt}\n\n# Action space\n{described}\n\n"
-            f"Tools:\n{tools + chr(10) if tools else ''}{verbs}\n\n"
+            f"Tools:\n{tools + chr(10) if tools else ''}{verbs}\n\n{examples}\n\n"
             "Every step (turn) costs one step of your budget, whatever it does."
         )

@@ -71,12 +71,16 @@ def test_system_prompt_lists_tools_as_python_functions():
     assert "async def launch_subagent(goal: str = '', *, targets: dict[str, int]" in prompt
     assert "def craft(" in prompt and "def finish(result" in prompt and "asyncio.gather" in prompt
     assert "<python>" in prompt and "<thought>" in prompt
-    assert "steps left" in eng.reset(0).root.transcript[1]["content"]
+    assert "budget of 25 steps" in eng.reset(0).root.transcript[1]["content"]  # the paper variant states it once
+    eng.close()
+    guided = make_engine("TextCraft-v0", protocol="code", variant="guided")
+    assert "steps left" in guided.reset(0).root.transcript[1]["content"]  # guided: the status line
+    guided.close()
 
 
 # ----------------------------------------------------------------------------- oracles, views, driver
 @pytest.mark.parametrize("env_id,kw", [("Toy-v0", {"difficulty": "hard"}), ("TextCraft-v0", {"difficulty": "hard"}),
-                                      ("TextCraft-v0", {"difficulty": "medium", "flat": True})])
+                                      ("TextCraft-v0", {"difficulty": "easy", "flat": True})])  # the paper world: flat fits easy
 def test_oracle_at_max_reward_in_the_gym_view(env_id, kw):
     kw = dict(kw)
     flat = kw.pop("flat", False)

@@ -56,6 +56,13 @@ class CodeSynth(Task):
     default_difficulty = "medium"
     default_limits = {"max_depth": 4, "max_steps_per_node": 25, "max_nodes": 128}
     delegate_args_doc = ", targets: list[str]"
+    examples = {
+        "view_spec": {"names": ["f_k3"]},
+        "write_function": {"name": "f_k3", "source": "def f_k3(xs: list[int]) -> int:\n    return len(xs)"},
+        "run_tests": {"name": "f_k3"},
+        "delegate": {"goal": "Write f_k3 as its spec says", "targets": ["f_k3"]},
+        "finish": {"result": "f_k3 is written and passes its examples"},
+    }
     system_prompt = SYSTEM_PROMPT
 
     def __init__(

@@ -173,6 +173,12 @@ class DeepSearchSynth(Task):
     default_difficulty = "medium"
     default_limits = {"max_depth": 4, "max_steps_per_node": 25, "max_nodes": 256}
     delegate_args_doc = ", question: str"
+    examples = {
+        "search": {"query": "founder of the Velmora Guild"},
+        "open": {"doc_id": "d000123"},
+        "delegate": {"goal": "Answer part q.1 of the question", "question": "q.1"},
+        "finish": {"result": "Arden Holt"},
+    }
     system_prompt = SYSTEM_PROMPT
     instance_model = DeepSearchArgs
 

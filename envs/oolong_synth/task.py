@@ -127,6 +127,12 @@ class OolongSynth(Task):
         "max_obs_chars": CONTEXT_CHARS + OBS_HEADROOM,
     }
     delegate_args_doc = ", start: int, end: int, question: dict"
+    examples = {
+        "read": {"offset": 0, "length": 4000},
+        "delegate": {"goal": "Count the matching records in your chunk", "start": 0, "end": 4000,
+                     "question": {"kind": "count", "labels": ["LABEL"]}},
+        "finish": {"result": "12"},
+    }
     instance_model = OolongArgs
     system_prompt = (
         "You answer questions about a long document of lines 'Date: <date> || User: <id> || Instance: <text>'. "

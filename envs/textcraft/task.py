@@ -163,6 +163,12 @@ class TextCraftSynth(Task):
     #: (measured by benchmarks/textcraft_depth.py; the paper's default of 6 is not enough for extreme)
     recommended_max_depth = {"easy": 6, "medium": 6, "hard": 6, "extreme": 7}
     delegate_args_doc = ", targets: dict[str, int]"
+    examples = {
+        "get_info": {"items": ["m0_i2"]},
+        "craft": {"ingredients": {"m0_i0": 2, "m0_i1": 1}, "target": ["m0_i2", 1]},
+        "delegate": {"goal": "Craft the following items: 4x m0_i2", "targets": {"m0_i2": 4}},
+        "finish": {"result": "All target items crafted."},
+    }
     def __init__(
         self, difficulty: str | None = None, split: str = "train", variant: str = "paper", delegate: bool = True
     ) -> None:

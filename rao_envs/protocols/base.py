@@ -41,3 +41,9 @@ class ActionProtocol:
     def format(self, name: str, args: dict[str, Any]) -> str:
         """The text a model would write for the call ``name(**args)`` in this protocol."""
         raise NotImplementedError
+
+    def examples(self, calls: list[tuple[str, dict[str, Any]]]) -> str:
+        """The system prompt's examples: one call of each action, as this protocol writes it."""
+        return "Examples (one call of each action; use your own values):\n" + "\n".join(
+            self.format(name, args) for name, args in calls
+        )

@@ -119,6 +119,11 @@ class CodeProtocol(ActionProtocol):
         """The code-mode turn that makes the call ``name(**args)``."""
         return turn_text(cell_for_calls([Call(name, dict(args))]))
 
+    def examples(self, calls: list[tuple[str, dict[str, Any]]]) -> str:
+        """One line of Python per function (``delegate`` is ``launch_subagent``; no wait/cancel in code mode)."""
+        lines = [cell_for_calls([Call(name, dict(args))]) for name, args in calls if name not in ("wait", "cancel")]
+        return "Examples (one call of each function, inside a <python> cell; use your own values):\n" + "\n".join(lines)
+
     def parse(self, text: Any) -> list[Call]:
         """``[Call("python", {"code": CELL})]`` from a turn, or raise :class:`ParseError`.
 
@@ -158,12 +163,18 @@ class CodeProtocol(ActionProtocol):
 
         return CodeRunner(engine, sandbox)
 
-    def action_space(self, task: Any) -> str:
-        """The tools, ``launch_subagent`` and ``finish`` as Python signatures with docstrings."""
+    def action_space(self, task: Any, verbs: tuple[str, ...] = ("delegate", "finish")) -> str:
+        """The tools, ``launch_subagent`` (when ``delegate`` is among ``verbs``) and ``finish`` as Python signatures."""
         from rao_envs.code_runner import tool_signatures
 
         extra = task.delegate_args_doc
         lines = [f"def {sig}:\n    \"\"\"{doc}\"\"\"" for sig, doc in tool_signatures(task)]
+        if "delegate" not in verbs:  # a single-agent control: no word of sub-agents
+            lines.append(
+                "def finish(result: Any) -> None:\n"
+                '    """End your task; result (any JSON value) goes back to whoever gave you the task."""'
+            )
+            return "```python\n" + "\n\n".join(lines) + "\n```\nA tool error raises ToolError (catch it or read the traceback)."
         lines.append(
             f"async def launch_subagent(goal: str = '', *{extra}, context: str | None = None, budget: int | None = None) -> Any:\n"
             '    """Start a sub-agent (a fresh copy of you, without your history or variables) on a sub-task and\n'

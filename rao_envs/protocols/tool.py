@@ -26,7 +26,12 @@ _FENCE = re.compile(r"```[a-zA-Z0-9_-]*\s*\n?(.*?)```", re.S)
 _ARG_KEYS = ("args", "arguments", "parameters", "input")
 _decoder = json.JSONDecoder()
 
-EXPECTED = 'expected <tool>{"name": "TOOL_NAME", "args": {...}}</tool>'
+EXPECTED = 'expected exactly <tool>{"name": "TOOL_NAME", "args": {"ARG": VALUE}}</tool> (see the examples in your instructions)'
+NOT_PYTHON = (
+    "this is the tool protocol: code is not run here. Write the call as JSON inside a <tool> tag, "
+    'e.g. <tool>{"name": "TOOL_NAME", "args": {"ARG": VALUE}}</tool>'
+)
+_PYTHON_TURN = re.compile(r"```(?:python|py)\b|<python>")
 
 
 def tool_call_text(name: str, args: dict[str, Any]) -> str:
@@ -81,8 +86,13 @@ class ToolProtocol(ActionProtocol):
         if not blocks:
             blocks = [text]
         actions: list[Call] = []
-        for block in blocks:
-            actions.extend(_calls_from(_load_json(block)))
+        try:
+            for block in blocks:
+                actions.extend(_calls_from(_load_json(block)))
+        except ParseError:
+            if _PYTHON_TURN.search(text):  # the model wrote Python, as in the code protocol
+                raise ParseError(f"your turn is Python code; {NOT_PYTHON}") from None
+            raise
         return actions
 
 
