@@ -29,8 +29,9 @@ here and nowhere in the core. Three pieces:
   outputs per sample, and its advantage step hands a registered estimator only
   ``token_level_rewards``, ``response_mask``, ``index`` and ``config``: it registers
   ``trainer.v1.trainer_mode=rao_sync``, the sync V1 trainer whose advantage step also reads
-  the ``rao_*`` fields and calls :func:`rao_advantages`. ``examples/verl_agent_loop.py``
-  starts verl's ``main_ppo`` with it; ``examples/verl_rao.yaml`` has the config.
+  the ``rao_*`` fields and calls :func:`rao_advantages`. :func:`setup_worker` (a Ray
+  ``worker_process_setup_hook``) registers all three in every verl worker;
+  ``examples/verl_rao.yaml`` is the config and ``examples/verl_agent_loop.py`` the launcher.
 
 Settings come from the config block ``rao_envs`` (``+rao_envs.credit=rao`` on verl's command
 line; :class:`RAOSettings`); the row's own ``extra_info`` overrides ``env_id``/``env_kwargs``.
@@ -513,6 +514,7 @@ def rao_trainer_class() -> Any:
     Its advantage step reads the ``rao_*`` fields with the stock fields from verl's
     TransferQueue and calls :func:`compute_rao_outcome_advantage` with the ``rao_envs``
     config block. Imported lazily: the V1 trainer needs ``transfer_queue`` (verl-core) and GPUs.
+    :func:`setup_worker` calls it in every Ray worker.
     Not run on CPU in this project's tests (see ``benchmarks/gpu_verl.sh``).
     """
     global _TRAINER
@@ -549,7 +551,21 @@ def rao_trainer_class() -> Any:
     return _TRAINER
 
 
+def setup_worker() -> None:
+    """Ray ``worker_process_setup_hook`` for verl runs: registers the agent loop, the estimator and ``rao_sync``.
+
+    ``+ray_kwargs.ray_init.runtime_env.worker_process_setup_hook=rao_envs.adapters.verl.setup_worker``
+    (``examples/verl_rao.yaml`` sets it): importing this module registers ``"rao_envs"`` as an
+    agent loop and as an advantage estimator in every Ray worker, and the V1 trainer mode is
+    registered where verl's TransferQueue is installed.
+    """
+    try:
+        rao_trainer_class()
+    except ImportError:  # no transfer_queue (CPU tests, the legacy trainer): the loop and estimator are registered
+        pass
+
+
 __all__ = [
     "AGENT_NAME", "CTPolicy", "HFServer", "NodeTokens", "RAOAgentLoop", "RAOSettings", "RAO_FIELDS", "VERL_VERSION",
-    "compute_rao_outcome_advantage", "local_agent_loop", "rao_advantages", "rao_trainer_class", "tree_outputs", "tree_skeleton",
+    "compute_rao_outcome_advantage", "local_agent_loop", "rao_advantages", "rao_trainer_class", "setup_worker", "tree_outputs", "tree_skeleton",
 ]
