@@ -69,3 +69,14 @@ def test_config_composes_with_verls_own(gpus):
     from verl.trainer.ppo.core_algos import get_adv_estimator_fn
 
     assert get_adv_estimator_fn(cfg.algorithm.adv_estimator).__module__ == "rao_envs.adapters.verl"
+
+
+def test_gpu_script_exits_2_without_cuda():
+    """benchmarks/gpu_verl.sh measures nothing on a machine without CUDA, and says so."""
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("a CUDA device is visible: run the script itself")
+    res = subprocess.run(["bash", str(REPO / "benchmarks" / "gpu_verl.sh")], capture_output=True, text=True, timeout=120,
+                         env={**os.environ, "PYTHON": sys.executable})
+    assert res.returncode == 2 and "no CUDA device" in res.stderr
