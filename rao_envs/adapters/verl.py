@@ -534,7 +534,7 @@ def rao_trainer_class() -> Any:
                                    select_fields=["uid", "response_mask", "extra_fields"])
             mask = data["response_mask"]  # nested (one row per output), as verl's own advantage step reads it
             padded = DataProto(batch=data.select("response_mask").to_padded_tensor())
-            extra = list(data["extra_fields"]) if "extra_fields" in data.keys() else []
+            extra = data["extra_fields"].tolist() if "extra_fields" in data.keys() else []  # a NonTensorStack of dicts
             uid = np.array(data["uid"].tolist(), dtype=object)
             adv, credit, trees = rao_advantages(padded.batch["response_mask"], {"extra_fields": extra}, method=settings.credit,
                                                 groups=uid, **settings.credit_kwargs())
