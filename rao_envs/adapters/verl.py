@@ -329,8 +329,9 @@ class RAOAgentLoop(AgentLoopBase):
         session = kwargs.get("session_id")
         tag = f"{kwargs.get('uid', uuid.uuid4().hex[:12])}" + (f"_{session}" if session is not None else "")
         policy = self.make_policy(sampling_params, tag)
+        step = kwargs.get("global_steps")  # the weights version that acts (numpy ints in verl's batch: made plain)
         driver = RolloutDriver(policy, concurrency=self.settings.concurrency,
-                               policy_version=kwargs.get("global_steps"))
+                               policy_version=int(step) if step is not None else None)
         t0 = time.perf_counter()
         [tree] = await driver.run(env_id, [seed], env_kwargs=env_kwargs)
         tree.tree_id = f"{env_id}:{seed}#{tag}"

@@ -61,7 +61,7 @@ def run_trees(tok, server: HFServer, env_id: str, env_kwargs: dict, seeds, group
                 if loop_class is MixLoop:
                     loop.oracle_sessions = set(oracle)
                 outs = await loop.run({"temperature": 1.0, "top_p": 1.0, "top_k": -1, "logprobs": True}, **row,
-                                      raw_prompt=row["prompt"], uid=f"uid{s}", session_id=g, global_steps=7)
+                                      raw_prompt=row["prompt"], uid=f"uid{s}", session_id=g, global_steps=np.int64(7))
                 res.append((loop.last_tree, outs, loop, f"uid{s}"))
         return res
 

@@ -53,7 +53,7 @@ def test_config_composes_with_verls_own(gpus):
         example = importlib.import_module("verl_agent_loop")
     finally:
         sys.path.pop(0)
-    overrides = [a for a in example.command(example.Args(gpus=gpus, model="m"))[4:]]
+    overrides = example.command(example.Args(gpus=gpus, model="m"))[5:]  # after --config-path, --config-name
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=str(REPO / "examples"), version_base=None):
         cfg = compose(config_name="verl_rao", overrides=overrides)
