@@ -137,10 +137,32 @@ def placeholder(ann: Any, name: str = "value") -> Any:
     return name  # str and anything else: a string naming what goes there
 
 
-def _doc_params(doc: str) -> list[tuple[str, str]]:
-    """``", a: int, b: dict[str, int]"`` → ``[("a", "int"), ("b", "dict[str, int]")]`` (brackets respected)."""
+_TYPE_NAMES = {"str": str, "int": int, "float": float, "bool": bool, "dict": dict, "list": list, "tuple": tuple,
+               "Any": Any, "Literal": typing.Literal}
+
+
+def delegate_params(doc: str) -> list[tuple[str, Any]]:
+    """The task arguments of ``delegate`` from a ``delegate_args_doc`` such as ``", targets: dict[str, int]"``.
+
+    Returns ``[(name, type)]``; a type the parser cannot read is ``str``.
+    """
+    out = []
+    for part in _split_top(doc.strip().lstrip(",")):
+        name, sep, ann = part.partition(":")
+        if not sep or not name.strip().isidentifier():
+            continue
+        try:
+            hint = eval(ann.split("=")[0].strip(), {"__builtins__": {}}, _TYPE_NAMES)  # noqa: S307 (whitelisted names only)
+        except Exception:
+            hint = str
+        out.append((name.strip(), hint))
+    return out
+
+
+def _split_top(text: str) -> list[str]:
+    """``"a: int, b: dict[str, int]"`` → ``["a: int", " b: dict[str, int]"]`` (commas inside brackets kept)."""
     parts, depth, cur = [], 0, ""
-    for ch in doc:
+    for ch in text:
         if ch in "[(":
             depth += 1
         elif ch in "])":
@@ -150,22 +172,7 @@ def _doc_params(doc: str) -> list[tuple[str, str]]:
             cur = ""
         else:
             cur += ch
-    parts.append(cur)
-    out = []
-    for part in parts:
-        name, sep, type_text = part.partition(":")
-        if sep and name.strip().isidentifier():
-            out.append((name.strip(), type_text.split("=")[0].strip()))
-    return out
-
-
-def _placeholder_for_text(type_text: str, name: str) -> Any:
-    head = type_text.split("[", 1)[0].strip()
-    if head in ("list", "tuple"):
-        return [name.rstrip("s") or name]
-    if head == "dict":
-        return {"key": 1}
-    return {"int": 1, "float": 1.0, "bool": True}.get(head, name)
+    return [p for p in (*parts, cur) if p.strip()]
 
 
 def tool(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -331,8 +338,8 @@ class Task:
             return self.tools[action].placeholder_args()
         if action == "delegate":
             args: dict[str, Any] = {"goal": "a sub-task, in plain words"}
-            for name, type_text in _doc_params(self.delegate_args_doc):
-                args[name] = _placeholder_for_text(type_text, name)
+            for name, hint in delegate_params(self.delegate_args_doc):
+                args[name] = placeholder(hint, name)
             return args
         return dict(VERB_EXAMPLES.get(action, {}))
 

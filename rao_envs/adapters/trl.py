@@ -99,6 +99,7 @@ from rao_envs.policies.base import Completion  # noqa: E402
 from rao_envs.registration import engine_factory, task_spec  # noqa: E402
 from rao_envs.rows import node_rows, tree_rows  # noqa: E402
 from rao_envs.seeding import check_seed  # noqa: E402
+from rao_envs.task import delegate_params  # noqa: E402
 from rao_envs.types import Action, EpisodeTree, NodeStatus  # noqa: E402
 
 TRL_VERSION = "1.16.0"
@@ -873,40 +874,6 @@ def root_reward(completions: list[Any], root_reward: list[float], **kwargs: Any)
 
 
 # ============================================================================ environment_factory
-_TYPE_NAMES = {"str": str, "int": int, "float": float, "bool": bool, "dict": dict, "list": list, "tuple": tuple,
-               "Any": Any, "Literal": Literal}
-
-
-def _delegate_args(doc: str) -> list[tuple[str, Any]]:
-    """Task arguments of ``delegate`` from a task's ``delegate_args_doc`` (``", targets: dict[str, int]"``)."""
-    out = []
-    for part in _split_top(doc.strip().lstrip(",")):
-        name, sep, ann = part.partition(":")
-        if not sep or not name.strip().isidentifier():
-            continue
-        try:
-            hint = eval(ann.strip(), {"__builtins__": {}}, _TYPE_NAMES)  # noqa: S307 (names from a whitelist only)
-        except Exception:
-            hint = str
-        out.append((name.strip(), hint))
-    return out
-
-
-def _split_top(text: str) -> list[str]:
-    parts, depth, cur = [], 0, ""
-    for ch in text:
-        if ch in "[(":
-            depth += 1
-        elif ch in "])":
-            depth -= 1
-        if ch == "," and depth == 0:
-            parts.append(cur)
-            cur = ""
-        else:
-            cur += ch
-    return [p for p in (*parts, cur) if p.strip()]
-
-
 def _method(name: str, doc: str, params: list[tuple[str, Any, Any, str]], body: Callable[..., str]) -> Callable[..., str]:
     """A method ``name(self, **params) -> str`` with a real signature, annotations and a Google docstring (TRL's tool schema)."""
 
@@ -1072,7 +1039,7 @@ def tool_environment(env_id: str, *, env_kwargs: dict[str, Any] | None = None, m
         attrs[name] = _method(name, spec.doc or f"The {name} tool.", params,
                               lambda self, kw, _n=name: self._act(_n, kw))
         names.append(name)
-    task_args = _delegate_args(task.delegate_args_doc)
+    task_args = delegate_params(task.delegate_args_doc)
     d_params = [("goal", str, inspect.Parameter.empty, "what the sub-agent must do, in one sentence")]
     d_params += [(n, h, inspect.Parameter.empty, f"the sub-task's {n}") for n, h in task_args]
     attrs["delegate"] = _method(

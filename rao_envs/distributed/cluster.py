@@ -5,6 +5,10 @@ processes on free ports, each with its own CPUs and custom resources, and stops 
 started (found by a marker in their environment, so orphaned workers are found too) — it never
 runs ``ray stop``, which would kill every Ray process on the machine. ::
 
+    from rao_envs.distributed.cluster import LocalCluster
+    from rao_envs.rollout import rollout
+
+    policy = ...  # any chat policy, e.g. rao_envs.policies.OpenAIPolicy(base_url, model)
     with LocalCluster(nodes=2, node_resources=[{}, {"sandbox": 4}]) as cluster:
         trees = await rollout("Toy-v0", policy, range(64), backend="ray", address=cluster.address)
 
