@@ -540,7 +540,7 @@ class Demos:
 
 @dataclass
 class VerlDataset:
-    """Write task rows for verl's RLHFDataset, run by the ``rao_envs`` agent loop (one row per task seed).
+    """Write task rows for verl's RLHFDataset, run by the 'rao_envs' agent loop (one row per task seed).
 
     -n tasks (seeds seed-start, ...); verl samples each row rollout.n times (the G trees of a task).
     """

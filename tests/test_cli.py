@@ -141,7 +141,9 @@ def test_help_has_one_line_per_command_and_no_rst_markup():
     out = run("--help")
     assert out.returncode == 0
     assert "``" not in out.stdout and ":class:" not in out.stdout
-    for cmd in ("rollout", "demos", "play", "sandbox-build-image"):
+    from rao_envs.cli import COMMANDS
+
+    for cmd in COMMANDS:
         sub = run(cmd, "--help")
         assert sub.returncode == 0 and "``" not in sub.stdout, cmd
     listing = out.stdout.split("subcommands")[1]
