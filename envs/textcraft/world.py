@@ -370,7 +370,8 @@ def _build_world(seed: int = WORLD_SEED, items_per_tier: int = ITEMS_PER_TIER) -
         ings = {}
         for d in doms:
             src = next(lists[(d, s)] for s in (t - 3, t - 2, t - 1) if lists[(d, s)])
-            ings[rng.choice(src)] = rng.randint(1, 2)
+            pick = rng.choice(src)  # a separate statement: in `d[f()] = g()` Python calls g first
+            ings[pick] = rng.randint(1, 2)
         recipes[name] = Recipe(tuple(ings.items()), 1, t)
         tier[name], domain[name] = t, "x"
         global_tiers[t].append(name)

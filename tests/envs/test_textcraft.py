@@ -24,9 +24,9 @@ from rao_envs.envs.textcraft import (
 from rao_envs.envs.textcraft.task_sets import task_set_digest, unit_needs
 
 ENV = "rao_envs/TextCraft-v0"
-WORLD_DIGEST = "37dff2fcd66a6f61a8b67e62da3c001f0ea80cfe6acda47508950bc32440dc2b"
-GENERATION_DIGEST = "5517e9c6f1dcaf291c2fd9ec47cbe742205d45347346aa46d53d552ea74031c1"
-TASK_SET_DIGEST = "9f7da1de1c6714a7e49c7d993272984e9879e9559c0f775ef0ba4e73fddd779f"
+WORLD_DIGEST = "01017108c14650481516674de7f323e5653bc4f38cc530bdcd2f241922d0f673"
+GENERATION_DIGEST = "7062376678fb53a60fad6e6c95cbff39bfa6f050fa64c2651e6d815a0041fdf9"
+TASK_SET_DIGEST = "96770b2a55d2c9c545ecfe6bfee8208baacdfc1be9b62958bd06e95caef93cce"
 
 
 def make(**kwargs):
@@ -104,7 +104,7 @@ def test_world_matches_the_reference_generator():
     used = {g for r in w.recipes.values() for g, _ in r.ingredients}
     assert sorted(b for b in w.base if b not in used) == ["raw_o6", "raw_t2"]
     assert len(w.closure(["x12_all"])) == 549 and len(w.closure(["x10_am"])) == 92
-    # our digests, by the spec's formulas (the spec quotes 01017108... / 70623766...; see the README)
+    # the spec's digests (§1.6), by its formulas
     assert w.canonical_digest() == WORLD_DIGEST and w.generation_digest() == GENERATION_DIGEST
 
 
