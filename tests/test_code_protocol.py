@@ -254,7 +254,7 @@ def test_bad_sandbox_argument_is_a_config_error():
 
 
 # ----------------------------------------------------------------------------- conformance in code mode
-@pytest.mark.parametrize("env_id", ["Toy-v0", "TextCraft-v0"])
+@pytest.mark.parametrize("env_id", rao_envs.task_ids())
 def test_conformance_suite_in_code_mode(env_id):
     report = conf.run_conformance(env_id, quick=True, protocol="code", sandbox=FAST)
     report.raise_on_failure()
