@@ -95,6 +95,35 @@ def test_programs_follow_the_difficulty_and_are_checked(difficulty):
         assert json.loads(json.dumps(p)) == p  # JSON-able
 
 
+def test_the_generators_fast_paths_draw_and_compute_what_the_plain_code_does():
+    import copy
+    import itertools
+    import random
+
+    from rao_envs.envs.code_synth.library import OPS
+    from rao_envs.envs.code_synth.program import EDGE, _random_value_slow, random_value
+
+    fast, slow = random.Random(7), random.Random(7)
+    for i in range(3000):  # random_value skips randint's and choices' overhead: the same draws
+        t = ("int", "str", "list[int]")[i % 3]
+        assert random_value(fast, t) == _random_value_slow(slow, t)
+    assert fast.random() == slow.random()
+    rng = random.Random(1)
+    for op in OPS:  # Op.bound (the generator's) = the rendered source; no op changes its inputs (nothing is copied)
+        const = op.const(rng) if op.const else None
+        for j in range(6):
+            ins = [EDGE[t][(j + 2 * p) % 6] for p, t in enumerate(op.inputs)]
+            before = copy.deepcopy(ins)
+            fill = {"a": "a", "b": "b"}
+            if isinstance(const, tuple):
+                fill["k0"], fill["k1"] = repr(const[0]), repr(const[1])
+            elif const is not None:
+                fill["k"] = const if isinstance(const, int) else repr(const)  # as program._render writes it
+            scope = {"itertools": itertools, **dict(zip("ab", copy.deepcopy(ins)))}
+            want = eval(op.py.format(**fill), scope)  # noqa: S307 - our own templates
+            assert op.bound(const)(*ins) == want and ins == before, op.name
+
+
 def test_programs_are_deterministic_and_split_by_shape():
     assert build_program(3, "hard", "train") == build_program(3, "hard", "train")
     assert build_program(3, "hard", "train") != build_program(4, "hard", "train")
