@@ -329,13 +329,14 @@ def test_delegating_oracle_solves_hard_with_one_child_per_function_in_dependency
         assert tree.root.steps_used <= p["depth"] + 1  # one delegate turn per DAG level, then finish
 
 
-def test_flat_oracle_solves_small_modules_and_runs_out_of_steps_on_extreme():
+def test_flat_oracle_solves_small_modules_and_runs_out_of_steps_on_hard_and_extreme():
     env = make(difficulty="medium")
     tree = run(env, env.task.oracle(delegate=False), 0)
     assert tree.root.score == 1.0 and len(tree.nodes) == 1
-    env = make(difficulty="extreme")
-    tree = run(env, env.task.oracle(delegate=False), 0)
-    assert tree.root.status is NodeStatus.TRUNCATED and len(tree.nodes) == 1
+    for difficulty in ("hard", "extreme"):  # 3 steps per function: 9 or more do not fit in 25
+        env = make(difficulty=difficulty)
+        tree = run(env, env.task.oracle(delegate=False), 0)
+        assert tree.root.status is NodeStatus.TRUNCATED and len(tree.nodes) == 1, difficulty
 
 
 def test_delegating_oracle_falls_back_to_writing_itself_at_max_depth_zero():
