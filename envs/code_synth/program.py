@@ -23,7 +23,7 @@ import functools
 import gc
 import hashlib
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from rao_envs.envs.code_synth.library import BY_FIRST, CONVERT, INT, LIST, STR, Op
@@ -430,7 +430,7 @@ def _try_program(rng: random.Random, level: Level, want_val: bool) -> dict[str, 
     for i, sk in enumerate(skels):
         fn = None
         for retry in range(40):
-            fn = _try_function(rng, sk, fns, done)
+            fn = _try_function(rng, sk, done)
             if fn is not None:
                 break
             if retry % 4 == 3:  # a degenerate body: a new one with the same signature (the shape stays)
@@ -451,13 +451,15 @@ def _try_program(rng: random.Random, level: Level, want_val: bool) -> dict[str, 
 
 @dataclass
 class _Accepted:
-    """The functions accepted so far: each one's column function and its outputs by input repr."""
+    """The functions accepted so far: each one's column function, its outputs by input repr, and
+    the functions by parameter types."""
 
     runs: dict[str, Any]
     outputs: dict[str, dict[str, Any]]
+    by_types: dict[tuple[str, ...], list[dict[str, Any]]] = field(default_factory=dict)
 
 
-def _try_function(rng: random.Random, sk: Skeleton, fns: list[dict[str, Any]], done: _Accepted) -> dict[str, Any] | None:
+def _try_function(rng: random.Random, sk: Skeleton, done: _Accepted) -> dict[str, Any] | None:
     types = [t for _, t in sk.params]
     hidden, keys = _inputs(rng, types, HIDDEN_TESTS, edges=True)
     examples, _ = _inputs(rng, types, EXAMPLES, edges=False, avoid=set(keys))
@@ -479,14 +481,14 @@ def _try_function(rng: random.Random, sk: Skeleton, fns: list[dict[str, Any]], d
     if got is None:
         return None
     example_out = got[0]
-    for other in fns:  # no two functions identical on the tests
-        if [t for _, t in other["params"]] == types and not _differ_on_shared(done.outputs[other["name"]], keys, hidden_out):
+    for other in done.by_types.get(tuple(types), ()):  # no two functions identical on the tests
+        if not _differ_on_shared(done.outputs[other["name"]], keys, hidden_out):
             if _agrees(done.runs[other["name"]], hidden, hidden_out) or _agrees(run, *zip(*other["tests"])):
                 return None
     source, body = _render(sk)
     done.runs[sk.name] = run  # the same templates as the source: later callers use it, no compile
     done.outputs[sk.name] = dict(zip(keys, hidden_out))
-    return {
+    fn = {
         "name": sk.name,
         "level": sk.level,
         "params": [[p, t] for p, t in sk.params],
@@ -497,6 +499,8 @@ def _try_function(rng: random.Random, sk: Skeleton, fns: list[dict[str, Any]], d
         "examples": [[a, o] for a, o in zip(examples, example_out)],
         "tests": [[a, o] for a, o in zip(hidden, hidden_out)],
     }
+    done.by_types.setdefault(tuple(types), []).append(fn)
+    return fn
 
 
 def _differ_on_shared(other: dict[str, Any], keys: list[str], outputs: list[Any]) -> bool:
