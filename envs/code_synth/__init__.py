@@ -62,7 +62,8 @@ Functions and DAG depth (the longest call chain): ``easy`` 1-2 functions, ``medi
 (default) 3-5 (depth 2), ``hard`` 9-10 (depth 3-4), ``extreme`` 12-20 (depth 5-6). A function
 written flat takes 3 steps (``view_spec``, ``write_function``, ``run_tests``), so 8 functions
 fit in 25 steps and 9 do not: hard is drawn from the top of issue 13's 6-10 range so that it
-needs delegation. Measured (``benchmarks/code_synth_depth.py``, 20 seeds per cell, 25 steps
+needs delegation (for an agent that reads one spec per call; one that reads 8 per
+``view_spec`` call fits up to 11 functions flat). Measured (``benchmarks/code_synth_depth.py``, 20 seeds per cell, 25 steps
 per node): the delegating oracle solves every instance of every difficulty at ``max_depth``
 >= 1 (one child per function, a root turn per DAG level); the flat oracle solves all easy and
 medium instances and no hard or extreme one.

@@ -47,9 +47,9 @@ class Level:
 LEVELS = {
     "easy": Level((1, 2), (1, 2)),
     "medium": Level((3, 5), (2, 2)),
-    # The top of issue 13's 6-10: writing a function flat takes 3 steps (view_spec, write_function,
-    # run_tests), so 9 of them and finish (28 steps) cannot fit in the default 25 steps per node,
-    # while 6-8 would (hard must be out of reach without delegation).
+    # The top of issue 13's 6-10: writing a function flat takes 3 steps (view_spec of its spec,
+    # write_function, run_tests), so 9 of them and finish (28 steps) do not fit in the default 25
+    # steps per node, while 6-8 would (hard must be out of reach without delegation).
     "hard": Level((9, 10), (3, 4)),
     "extreme": Level((12, 20), (5, 6)),
 }
@@ -67,7 +67,7 @@ def random_value(rng: random.Random, t: str) -> Any:
     """A random test input of type ``t`` (small, with negatives and duplicates)."""
     # Hot path (about ten inputs per candidate function). The same draws as rng.randint(lo, hi)
     # (lo + rng._randbelow(hi - lo + 1)) and rng.choices(_ALPHABET, k=...) (one random() each),
-    # without their per-call overhead; tests/envs/test_code_synth.py checks they still agree.
+    # without their per-call overhead; tests/envs/test_code_synth.py checks that they still agree.
     below = rng._randbelow
     if t == INT:
         return below(101) - 50
@@ -75,15 +75,6 @@ def random_value(rng: random.Random, t: str) -> Any:
         rnd = rng.random
         return "".join([_ALPHABET[int(rnd() * _ALPHABET_LEN)] for _ in range(below(11))])
     return [below(30) - 9 for _ in range(below(9))]
-
-
-def _random_value_slow(rng: random.Random, t: str) -> Any:
-    """:func:`random_value` written with the public API (what the tests compare it against)."""
-    if t == INT:
-        return rng.randint(-50, 50)
-    if t == STR:
-        return "".join(rng.choices(_ALPHABET, k=rng.randint(0, 10)))
-    return [rng.randint(-9, 20) for _ in range(rng.randint(0, 8))]
 
 
 def signature(fn: dict[str, Any]) -> str:

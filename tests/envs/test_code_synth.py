@@ -101,12 +101,19 @@ def test_the_generators_fast_paths_draw_and_compute_what_the_plain_code_does():
     import random
 
     from rao_envs.envs.code_synth.library import OPS
-    from rao_envs.envs.code_synth.program import EDGE, _random_value_slow, random_value
+    from rao_envs.envs.code_synth.program import _ALPHABET, EDGE, random_value
+
+    def plain(rng, t):  # random_value written with the public API
+        if t == "int":
+            return rng.randint(-50, 50)
+        if t == "str":
+            return "".join(rng.choices(_ALPHABET, k=rng.randint(0, 10)))
+        return [rng.randint(-9, 20) for _ in range(rng.randint(0, 8))]
 
     fast, slow = random.Random(7), random.Random(7)
     for i in range(3000):  # random_value skips randint's and choices' overhead: the same draws
         t = ("int", "str", "list[int]")[i % 3]
-        assert random_value(fast, t) == _random_value_slow(slow, t)
+        assert random_value(fast, t) == plain(slow, t)
     assert fast.random() == slow.random()
     rng = random.Random(1)
     for op in OPS:  # Op.bound (the generator's) = the rendered source; no op changes its inputs (nothing is copied)
