@@ -59,12 +59,14 @@ episode ends when the root does. Limits: ``max_depth`` 4, ``max_steps_per_node``
 
 ## Difficulties
 Functions and DAG depth (the longest call chain): ``easy`` 1-2 functions, ``medium``
-(default) 3-5 (depth 2), ``hard`` 6-10 (depth 3-4), ``extreme`` 12-20 (depth 5-6).
-Measured (``benchmarks/code_synth_depth.py``, 20 seeds per cell, 25 steps per node): the
-delegating oracle solves every instance of every difficulty at ``max_depth`` >= 1 (one child
-per function, a root turn per DAG level); the flat oracle (3 steps per function) solves all
-easy and medium instances, 50% of hard (modules of more than 8 functions do not fit) and no
-extreme one.
+(default) 3-5 (depth 2), ``hard`` 9-10 (depth 3-4), ``extreme`` 12-20 (depth 5-6). A function
+written flat takes 3 steps (``view_spec``, ``write_function``, ``run_tests``), so 8 functions
+fit in 25 steps and 9 do not: hard is drawn from the top of issue 13's 6-10 range so that it
+needs delegation (for an agent that reads one spec per call; one that reads 8 per
+``view_spec`` call fits up to 11 functions flat). Measured (``benchmarks/code_synth_depth.py``, 20 seeds per cell, 25 steps
+per node): the delegating oracle solves every instance of every difficulty at ``max_depth``
+>= 1 (one child per function, a root turn per DAG level); the flat oracle solves all easy and
+medium instances and no hard or extreme one.
 
 ## Registered ids
 ``rao_envs/CodeSynth-v0`` (kwargs: ``difficulty``, ``split``, ``sandbox`` ``local``/``docker``/

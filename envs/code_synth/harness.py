@@ -4,8 +4,8 @@ The host never imports this module for running: :mod:`rao_envs.envs.code_synth.r
 sends its source text into the box, where :func:`_cs_main` runs one batch of test calls.
 
 Trust model. The harness (the *parent*, in the box's clean default session) forks a *child*
-process per batch; only the child executes model-written code: each function's source into
-one namespace, then the calls, each on a deep copy of its arguments, with stdout and stderr
+process per batch; only the child executes model-written code (the parent only compiles it,
+once per source): each function into one namespace, then the calls, each on a fresh copy of its arguments, with stdout and stderr
 sent to ``/dev/null``. The child writes one JSON line per call to a pipe: the call's output
 in a canonical encoding (:func:`_cs_enc`) or its error. The parent enforces a per-call
 deadline (a call that hangs, crashes or exhausts memory fails alone; the parent forks a new
@@ -23,6 +23,8 @@ import select
 import time
 
 _CS_LINE_LIMIT = 2048
+_CS_CODE = {}  # (name, source) -> code object or compile error, for this session
+_CS_CODE_LIMIT = 512
 
 
 def _cs_enc(v, depth=0):
@@ -35,10 +37,42 @@ def _cs_enc(v, depth=0):
     return {"type": t.__name__ if isinstance(getattr(t, "__name__", None), str) else "?"}
 
 
+def _cs_copy(v):
+    """A fresh copy of a JSON value (a call's arguments), so no call sees what another changed."""
+    t = type(v)
+    if t is list:
+        return [_cs_copy(x) for x in v]
+    if t is dict:
+        return {k: _cs_copy(x) for k, x in v.items()}
+    return v  # int, str, float, bool, None: immutable
+
+
+def _cs_compiled(module):
+    """``[(name, code object or compile error text)]``: each source compiled once per session.
+
+    Compiling runs none of the source (the host has parsed it already, on writing it), so it
+    happens here, in the parent, and the code objects reach each forked child for free; the
+    module mostly stays the same from one batch to the next."""
+    out = []
+    for name, source in module:
+        key = (name, source)
+        code = _CS_CODE.get(key)
+        if code is None:
+            try:
+                code = compile(source, "<" + name + ">", "exec", dont_inherit=True)
+            except Exception as e:  # noqa: BLE001 - a syntax error (or a source too deep to compile)
+                code = type(e).__name__ + ": " + str(e)[:200]
+            if len(_CS_CODE) >= _CS_CODE_LIMIT:
+                _CS_CODE.clear()
+            _CS_CODE[key] = code
+        out.append((name, code))
+    return out
+
+
 def _cs_child(module, calls, start, wfd):
-    """Child process: define the module, run ``calls[start:]``, one JSON line each to ``wfd``; never returns."""
+    """Child process: define the module (``_cs_compiled``'s list), run ``calls[start:]``, one JSON
+    line each to ``wfd``; never returns."""
     try:
-        import copy
         import sys
 
         try:
@@ -51,9 +85,12 @@ def _cs_child(module, calls, start, wfd):
         sys.setrecursionlimit(2000)
         ns = {"__name__": "solution", "__builtins__": __builtins__}
         errors = {}
-        for name, source in module:
+        for name, code in module:
+            if isinstance(code, str):  # it did not compile
+                errors[name] = code
+                continue
             try:
-                exec(compile(source, "<" + name + ">", "exec"), ns)
+                exec(code, ns)
             except BaseException as e:  # noqa: BLE001 - the model's code: report, go on
                 errors[name] = type(e).__name__ + ": " + str(e)[:200]
         for i in range(start, len(calls)):
@@ -63,7 +100,7 @@ def _cs_child(module, calls, start, wfd):
                 if not callable(fn):
                     why = errors.get(name)
                     raise NameError("function %s is not defined%s" % (name, " (%s)" % why if why else ""))
-                out = {"i": i, "out": _cs_enc(fn(*copy.deepcopy(args)))}
+                out = {"i": i, "out": _cs_enc(fn(*_cs_copy(args)))}
                 line = json.dumps(out)
                 if len(line) > _CS_LINE_LIMIT:
                     line = json.dumps({"i": i, "err": "output too large"})
@@ -82,7 +119,7 @@ def _cs_child(module, calls, start, wfd):
 def _cs_main(payload):
     """Run one batch (``payload`` is JSON: module, calls, per-call and total timeouts, nonce) and print the report."""
     job = json.loads(payload)
-    module, calls = job["module"], job["calls"]
+    module, calls = _cs_compiled(job["module"]), job["calls"]
     per_call, deadline = float(job["per_call"]), time.monotonic() + float(job["total"])
     results = [None] * len(calls)
     i, forks, infra = 0, 0, None

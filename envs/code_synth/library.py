@@ -13,7 +13,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-import functools
 import itertools
 import random
 
@@ -33,17 +32,31 @@ class Op:
     const: Callable[[random.Random], Any] | None = None
     needs: str = ""  # a module the expression uses (imported inside the function)
 
-    @functools.cached_property
-    def fn(self) -> Callable[..., Any]:
-        """The op as a host-side Python function ``(a, b=None, k=None, k0=None, k1=None)`` (for the generator)."""
-        expr = self.py.format(a="a", b="b", k="k", k0="k0", k1="k1")
-        return eval(f"lambda a, b=None, k=None, k0=None, k1=None: {expr}", {"itertools": itertools})  # noqa: S307 - our templates
+    def bound(self, const: Any) -> Callable[..., Any]:
+        """The op as a host-side function of its inputs only, with constant ``const`` (a value or a
+        ``(k0, k1)`` pair) written into it as the reference source writes it (for the generator)."""
+        key = (self.name, const)
+        fn = _BOUND.get(key)
+        if fn is None:
+            # compiled once per (op, constant): the generator evaluates every candidate function on
+            # a dozen inputs, and a plain positional call is several times cheaper than keywords
+            fill = {"a": "a", "b": "b"}
+            if isinstance(const, tuple):
+                fill["k0"], fill["k1"] = repr(const[0]), repr(const[1])
+            elif const is not None:
+                fill["k"] = repr(const)
+            params = "a, b" if len(self.inputs) > 1 else "a"
+            expr = self.py.format(**fill)
+            code = compile(f"lambda {params}: {expr}", f"<op {self.name}>", "eval")
+            fn = _BOUND[key] = eval(code, {"itertools": itertools})  # noqa: S307 - our templates
+        return fn
 
     def apply(self, ins: list[Any], const: Any) -> Any:
         """The op's value on ``ins`` with constant ``const`` (a value or a ``(k0, k1)`` pair)."""
-        if isinstance(const, tuple):
-            return self.fn(*ins, k0=const[0], k1=const[1])
-        return self.fn(*ins, k=const)
+        return self.bound(const)(*ins)
+
+
+_BOUND: dict[tuple[str, Any], Callable[..., Any]] = {}
 
 
 def _ints(lo: int, hi: int, skip: tuple[int, ...] = ()) -> Callable[[random.Random], int]:

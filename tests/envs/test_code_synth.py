@@ -95,6 +95,42 @@ def test_programs_follow_the_difficulty_and_are_checked(difficulty):
         assert json.loads(json.dumps(p)) == p  # JSON-able
 
 
+def test_the_generators_fast_paths_draw_and_compute_what_the_plain_code_does():
+    import copy
+    import itertools
+    import random
+
+    from rao_envs.envs.code_synth.library import OPS
+    from rao_envs.envs.code_synth.program import _ALPHABET, EDGE, random_value
+
+    def plain(rng, t):  # random_value written with the public API
+        if t == "int":
+            return rng.randint(-50, 50)
+        if t == "str":
+            return "".join(rng.choices(_ALPHABET, k=rng.randint(0, 10)))
+        return [rng.randint(-9, 20) for _ in range(rng.randint(0, 8))]
+
+    fast, slow = random.Random(7), random.Random(7)
+    for i in range(3000):  # random_value skips randint's and choices' overhead: the same draws
+        t = ("int", "str", "list[int]")[i % 3]
+        assert random_value(fast, t) == plain(slow, t)
+    assert fast.random() == slow.random()
+    rng = random.Random(1)
+    for op in OPS:  # Op.bound (the generator's) = the rendered source; no op changes its inputs (nothing is copied)
+        const = op.const(rng) if op.const else None
+        for j in range(6):
+            ins = [EDGE[t][(j + 2 * p) % 6] for p, t in enumerate(op.inputs)]
+            before = copy.deepcopy(ins)
+            fill = {"a": "a", "b": "b"}
+            if isinstance(const, tuple):
+                fill["k0"], fill["k1"] = repr(const[0]), repr(const[1])
+            elif const is not None:
+                fill["k"] = const if isinstance(const, int) else repr(const)  # as program._render writes it
+            scope = {"itertools": itertools, **dict(zip("ab", copy.deepcopy(ins)))}
+            want = eval(op.py.format(**fill), scope)  # noqa: S307 - our own templates
+            assert op.bound(const)(*ins) == want and ins == before, op.name
+
+
 def test_programs_are_deterministic_and_split_by_shape():
     assert build_program(3, "hard", "train") == build_program(3, "hard", "train")
     assert build_program(3, "hard", "train") != build_program(4, "hard", "train")
@@ -300,13 +336,14 @@ def test_delegating_oracle_solves_hard_with_one_child_per_function_in_dependency
         assert tree.root.steps_used <= p["depth"] + 1  # one delegate turn per DAG level, then finish
 
 
-def test_flat_oracle_solves_small_modules_and_runs_out_of_steps_on_extreme():
+def test_flat_oracle_solves_small_modules_and_runs_out_of_steps_on_hard_and_extreme():
     env = make(difficulty="medium")
     tree = run(env, env.task.oracle(delegate=False), 0)
     assert tree.root.score == 1.0 and len(tree.nodes) == 1
-    env = make(difficulty="extreme")
-    tree = run(env, env.task.oracle(delegate=False), 0)
-    assert tree.root.status is NodeStatus.TRUNCATED and len(tree.nodes) == 1
+    for difficulty in ("hard", "extreme"):  # 3 steps per function: 9 or more do not fit in 25
+        env = make(difficulty=difficulty)
+        tree = run(env, env.task.oracle(delegate=False), 0)
+        assert tree.root.status is NodeStatus.TRUNCATED and len(tree.nodes) == 1, difficulty
 
 
 def test_delegating_oracle_falls_back_to_writing_itself_at_max_depth_zero():
