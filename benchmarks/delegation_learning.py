@@ -60,7 +60,9 @@ class Args:
     sb3_timesteps: int = 100_000
     """SB3 MaskablePPO env steps per run."""
     sb3_eval_tasks: int = 20
-    """SB3: the first this-many val tasks of hard and of extreme."""
+    """SB3: the first this-many val tasks of hard."""
+    sb3_extreme_tasks: int = 10
+    """SB3: the first this-many val tasks of extreme (~15k steps each)."""
     workers: int = 1
     """training runs in parallel (one core each); 1 gives each run's wall time on an otherwise idle core."""
     out: Path = Path("runs/delegation_learning")
@@ -116,7 +118,7 @@ def run_sb3(args: Args, console: Console) -> dict:
     import multiprocessing as mp
     from concurrent.futures import ProcessPoolExecutor
 
-    kw = dict(total_timesteps=args.sb3_timesteps, eval_tasks=args.sb3_eval_tasks, log_dir=str(args.out / "tb"))
+    kw = dict(total_timesteps=args.sb3_timesteps, eval_tasks=args.sb3_eval_tasks, extreme_tasks=args.sb3_extreme_tasks, log_dir=str(args.out / "tb"), oracle=False)
     if args.quick:
         kw.update(eval_difficulties=("hard",), num_envs=2, n_steps=256, batch_size=256)
     t0 = time.perf_counter()
@@ -135,12 +137,12 @@ def sb3_table(row: dict, oracle: dict, console: Console) -> str:
     """The SB3 row beside the oracle (same val tasks): success and mean tree size per seed; returns markdown."""
     runs = row["runs"]
     diffs = list(runs[0]["eval"])
-    n = runs[0]["eval"][diffs[0]]["tasks"]
-    table = Table(title=f"SB3 MaskablePPO trained on medium ({runs[0]['train_steps']:,} env steps), first {n} val tasks")
-    for col in ["policy", *[f"{d} success" for d in diffs], *[f"{d} nodes (x oracle)" for d in diffs], "wall s per run"]:
+    n = ", ".join(f"{d} {runs[0]['eval'][d]['tasks']}" for d in diffs)
+    table = Table(title=f"SB3 MaskablePPO trained on medium ({runs[0]['train_steps']:,} env steps), first val tasks: {n}")
+    for col in ["policy", *[f"{d} success" for d in diffs], *[f"{d} nodes (x oracle)" for d in diffs], "train / wall s per run"]:
         table.add_column(col, justify="right" if col != "policy" else "left")
     md = ["| policy | " + " | ".join(f"{d} success" for d in diffs) + " | " + " | ".join(f"{d} mean nodes (× oracle)" for d in diffs)
-          + " | wall per run |", "|---" * (2 * len(diffs) + 2) + "|"]
+          + " | train / wall (with eval) per run |", "|---" * (2 * len(diffs) + 2) + "|"]
     succ = []
     for d in diffs:
         vals = [r["eval"][d]["success"] for r in runs]
@@ -149,7 +151,8 @@ def sb3_table(row: dict, oracle: dict, console: Console) -> str:
     for d in diffs:
         mean = np.mean([r["eval"][d]["nodes"] for r in runs])
         nodes.append(f"{mean:.1f} ({mean / oracle['delegating oracle'][d]['nodes']:.2f}×)")
-    wall = f"{min(r['wall_s'] for r in runs):.0f}–{max(r['wall_s'] for r in runs):.0f} s"
+    wall = (f"{min(r['train_s'] for r in runs):.0f}–{max(r['train_s'] for r in runs):.0f} s / "
+            f"{min(r['wall_s'] for r in runs):.0f}–{max(r['wall_s'] for r in runs):.0f} s")
     label = f"SB3 MaskablePPO [{len(runs)} seed{'s' * (len(runs) > 1)}]"
     table.add_row(label, *succ, *nodes, wall)
     md.append(f"| {label} | " + " | ".join(succ) + " | " + " | ".join(nodes) + f" | {wall} |")
@@ -203,7 +206,10 @@ def main(args: Args) -> dict:
         runs = rows["sb3"]["runs"]
         diffs = list(runs[0]["eval"])
         depths = {d: 7 if d == "extreme" else 6 for d in diffs}
-        oracle = oracle_baseline(diffs, depths, list(range(runs[0]["eval"][diffs[0]]["tasks"])))
+        oracle = {}
+        for d in diffs:  # the same val tasks as the runs: task_index 0..n-1
+            for name, res in oracle_baseline([d], depths, list(range(runs[0]["eval"][d]["tasks"]))).items():
+                oracle.setdefault(name, {}).update(res)
         r = rows["sb3"]
         md = sb3_table(r, oracle, console)
         md += f"\n\nmeasured {r['measured']} on {r['workers']} worker(s), load average {r['load_avg'][0]:.1f}, {r['wall_s']:.0f} s wall"
