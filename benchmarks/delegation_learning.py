@@ -97,6 +97,8 @@ def oracle_baseline(difficulties: list[str], depths: dict[str, int], seeds: list
 def run_ppo(args: Args, console: Console) -> dict:
     """The CleanRL PPO row: delegate and flat, each seed; its table and curves."""
     ppo = dict(total_timesteps=args.total_timesteps, eval_every=args.eval_every, eval_episodes=args.eval_episodes)
+    if args.quick:  # an untrained policy's extreme trees take minutes
+        ppo["eval_difficulties"] = ("easy", "medium", "hard")
     jobs = [Job(v, s, ppo) for v in ("delegate", "flat") for s in args.seeds]
     t0 = time.perf_counter()
     results = run_learning(jobs, args.out, args.workers, console)
