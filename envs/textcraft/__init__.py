@@ -76,8 +76,9 @@ flat oracle fails hard and extreme.
 ## Registered ids
 ``rao_envs/TextCraft-v0`` (the text view; also ``rao_envs.parallel_env("TextCraft-v0")``)
 and ``rao_envs/TextCraftDiscrete-v0`` (the discrete view, :class:`TextCraftAdapter`;
-``delegate=False`` and ``delegate_each=False`` go to the adapter), registered in
-``rao_envs.envs``.
+``delegate=False`` and ``delegate_each=True`` go to the adapter; its defaults for stock RL,
+``reward_mode="tree"``, a 0.05 delegate cost and ``max_nodes`` per difficulty, are in
+``discrete.py``), registered in ``rao_envs.envs``.
 """
 
 from rao_envs.envs.textcraft.discrete import TextCraftAdapter, rule_policy

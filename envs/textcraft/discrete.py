@@ -6,8 +6,14 @@
 first, with the total the plan needs), ``delegate_k`` (one child for the k-th non-base
 ingredient of T, deepest first, waiting for it) and ``delegate_all`` (one child per
 ingredient, in parallel). ``delegate=False`` removes the delegate actions (the flat baseline
-under the same per-node step budget); ``delegate_each=False`` keeps only ``delegate_all``
-(what the PPO example trains with).
+under the same per-node step budget). ``delegate_each=False`` (default) keeps only
+``delegate_all``: with ``delegate_k`` a policy trained on medium learns "delegate one
+ingredient, craft the rest", which runs out of steps on hard; ``delegate_each=True`` offers both.
+
+Defaults for stock RL (``examples/sb3_maskable_ppo.py``): the view's ``reward_mode="tree"`` with
+``delegate_cost`` 0.05 (:attr:`TextCraftAdapter.default_delegate_cost`) and ``fail_cost`` 0.5,
+and ``max_nodes`` per difficulty (:attr:`TextCraftAdapter.MAX_NODES`: easy 16, medium 64, hard
+512, extreme 8,192), each overridable by keyword.
 """
 
 from __future__ import annotations
@@ -50,7 +56,18 @@ class TextCraftAdapter(DiscreteAdapter):
         "last_child_failed", "last_action_error", "candidates", "candidates_fit", "max_candidate_job",
     )
 
-    def __init__(self, engine: TreeEngine, delegate: bool = True, delegate_each: bool = True) -> None:
+    MAX_NODES: ClassVar[dict[str, int]] = {"easy": 16, "medium": 64, "hard": 512, "extreme": 8192, "mixed": 8192}
+    """Default ``max_nodes`` per difficulty: about 3x the delegating oracle's largest tree on the task sets
+    (medium 11, hard 195; extreme keeps the task's 8,192), so an untrained or over-delegating policy
+    ends its episode after a few hundred steps on medium instead of filling 8,192 nodes."""
+    default_delegate_cost: ClassVar[float] = 0.05
+
+    @classmethod
+    def engine_defaults(cls, kwargs: dict[str, Any]) -> dict[str, Any]:
+        """``max_nodes`` for the difficulty (:attr:`MAX_NODES`)."""
+        return {"max_nodes": cls.MAX_NODES.get(kwargs.get("difficulty", "medium"), 8192)}
+
+    def __init__(self, engine: TreeEngine, delegate: bool = True, delegate_each: bool = False) -> None:
         super().__init__(engine, delegate)
         self.delegate_each = delegate_each
         self.world = engine.task.world

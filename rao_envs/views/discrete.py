@@ -18,22 +18,42 @@ or ``DiscreteRaoEnv(task_id, ...)``. Keyword arguments that the adapter's ``__in
 go to the adapter; the rest go to the task and engine, as in ``make``. This module knows no task.
 
 An inadmissible action is an agent mistake, as in the text views: it costs the node one step,
-does nothing else, and sets ``info["invalid_action"]``. Rewards (``reward_mode``): ``"root"``
-(default) gives the root's score when the episode ends; ``"node"`` gives the local reward R of
-every node that ended this step, like :class:`~rao_envs.views.gym.RaoEnv` (in one stream of
-steps a parent's return then counts every child's reward, which pays for spawning more
-children); ``"own"`` gives the acting node its own local reward R when it ends, minus
-``delegate_cost`` for each of its delegating turns (plus ``progress_reward`` per unit of task
-progress the adapter reports, if set). Whatever the mode, ``info["acted"]``, ``info["node_done"]``
-and ``info["node_reward"]`` carry that per-node signal, so a trainer can run RAO-style credit:
-one trajectory per node, each with its own reward (``examples/cleanrl_ppo_delegation.py``
-does GAE per node).
+does nothing else, and sets ``info["invalid_action"]``.
+
+Rewards (``reward_mode``), for a learner that sees one stream of steps (Stable-Baselines3,
+CleanRL's ``ppo.py``), whose return from a step sums every reward after it, children's included:
+
+- ``"tree"`` (default): the root's score when the episode ends, ``- fail_cost`` (default 0.5)
+  when a sub-agent ends without success (at that sub-agent's last step, so the blame lands near
+  the steps that earned it) and ``- delegate_cost`` per delegating turn (the adapter's
+  ``default_delegate_cost`` unless given). No node is paid for another node's success, so a
+  stream's return counts no child twice: an episode returns ``root score - fail_cost x failed
+  sub-agents - delegate_cost x delegating turns``.
+- ``"root"``: the root's score when the episode ends, nothing else.
+- ``"node"``: the local reward R of every node that ended this step, like
+  :class:`~rao_envs.views.gym.RaoEnv` (a parent's stream return then counts every child's
+  reward, which pays for spawning more children).
+- ``"own"``: the acting node its own local reward R when it ends, minus ``delegate_cost`` for
+  each of its delegating turns (plus ``progress_reward`` per unit of task progress the adapter
+  reports, if set); in one stream it pays for children too, per-node credit does not.
+
+Whatever the mode, ``info["acted"]``, ``info["node_done"]`` and ``info["node_reward"]`` (the
+``"own"`` reward) carry the per-node signal, so a trainer can run RAO-style credit: one
+trajectory per node, each with its own reward (``examples/cleanrl_ppo_delegation.py`` does GAE
+per node). An adapter may also set engine defaults that fit its task
+(:meth:`DiscreteAdapter.engine_defaults`, e.g. a tree-size cap per difficulty); the caller's
+keyword arguments always win.
+
+``action_masks()`` (booleans, sb3-contrib's name) is a method of the env, so
+``ActionMasker(gym.make(id), lambda e: e.action_masks())`` and sb3-contrib's
+``get_action_masks`` on a ``make_vec_env`` vector env work as they are; under further wrappers,
+``env.get_wrapper_attr("action_masks")()`` reaches it (the Gymnasium 1.x way).
 """
 
 from __future__ import annotations
 
 import inspect
-from typing import Any
+from typing import Any, ClassVar
 
 import gymnasium as gym
 import numpy as np
@@ -46,7 +66,7 @@ from rao_envs.seeding import check_seed, fresh_seed
 from rao_envs.tree import TreeEngine
 from rao_envs.types import Action, EpisodeTree, NodeStatus
 
-REWARD_MODES = ("root", "node", "own")
+REWARD_MODES = ("tree", "root", "node", "own")
 
 
 def action_index(action: Any, n: int) -> int:
@@ -75,9 +95,16 @@ class DiscreteAdapter:
 
     action_names: tuple[str, ...] = ()
     feature_names: tuple[str, ...] = ()
+    default_delegate_cost: ClassVar[float] = 0.0
+    """The view's ``delegate_cost`` when the caller gives none."""
 
     def __init__(self, engine: TreeEngine, delegate: bool = True) -> None:
         self.engine, self.delegate = engine, delegate
+
+    @classmethod
+    def engine_defaults(cls, kwargs: dict[str, Any]) -> dict[str, Any]:
+        """Task and engine keyword defaults for these ``kwargs`` (the caller's own values win); none here."""
+        return {}
 
     def on_reset(self) -> None:
         """Called after every ``engine.reset``."""
@@ -113,6 +140,12 @@ class DiscreteRaoEnv(gym.Env):
     ``info["node"]`` is its id and ``info["depth"]`` its depth. When the episode ends,
     ``info["root_score"]``, ``info["nodes"]`` and ``info["tree_depth"]`` summarise the tree,
     and :attr:`tree` holds it.
+
+    Arguments: ``delegate`` (False: no delegate actions, the flat baseline), ``reward_mode``
+    (``"tree"``, ``"root"``, ``"node"``, ``"own"``: module docstring), ``delegate_cost`` (per
+    delegating turn; None: the adapter's ``default_delegate_cost``), ``fail_cost`` (per failed
+    sub-agent, ``"tree"`` mode), ``progress_reward`` (``"own"`` mode shaping), ``render_mode``;
+    the rest go to the adapter or the task and engine.
     """
 
     metadata = {"render_modes": RENDER_MODES, "render_fps": 4}
@@ -121,10 +154,11 @@ class DiscreteRaoEnv(gym.Env):
         self,
         task_id: str,
         delegate: bool = True,
-        reward_mode: str = "root",
+        reward_mode: str = "tree",
         render_mode: str | None = None,
         progress_reward: float = 0.0,
-        delegate_cost: float = 0.0,
+        delegate_cost: float | None = None,
+        fail_cost: float = 0.5,
         **kwargs: Any,
     ) -> None:
         if render_mode is not None and render_mode not in self.metadata["render_modes"]:
@@ -132,10 +166,13 @@ class DiscreteRaoEnv(gym.Env):
         if reward_mode not in REWARD_MODES:
             raise ConfigError(f"reward_mode must be one of {REWARD_MODES}, got {reward_mode!r}")
         self.task_id, self.render_mode, self.reward_mode, self.delegate = task_id, render_mode, reward_mode, delegate
-        self.progress_reward, self.delegate_cost = float(progress_reward), float(delegate_cost)
         adapter_cls = task_spec(task_id).load_discrete()
+        if delegate_cost is None:
+            delegate_cost = adapter_cls.default_delegate_cost
+        self.progress_reward, self.delegate_cost, self.fail_cost = float(progress_reward), float(delegate_cost), float(fail_cost)
         params = inspect.signature(adapter_cls.__init__).parameters
         adapter_kw = {k: kwargs.pop(k) for k in list(kwargs) if k in params and k not in ("self", "engine", "delegate")}
+        kwargs = {**adapter_cls.engine_defaults(kwargs), **kwargs}  # e.g. a tree-size cap that fits the difficulty
         self.engine = make_engine(task_id, **kwargs)
         self.adapter = adapter_cls(self.engine, delegate=delegate, **adapter_kw)
         n_feat = len(self.adapter.feature_names)
@@ -197,7 +234,15 @@ class DiscreteRaoEnv(gym.Env):
             node_reward += acted.reward or 0.0
         if self.progress_reward and not invalid:
             node_reward += self.progress_reward * self.adapter.progress(node)
-        if self.reward_mode == "own":
+        if self.reward_mode == "tree":
+            reward = -self.fail_cost * sum(
+                1 for nid in out.ended if tree.nodes[nid].parent is not None and tree.nodes[nid].score != 1.0
+            )
+            if not invalid and self.delegate_cost and self.adapter.delegated(node):
+                reward -= self.delegate_cost
+            if out.done:
+                reward += float(tree.root.score or 0.0)
+        elif self.reward_mode == "own":
             reward = node_reward
         elif self.reward_mode == "node":
             reward = sum(r or 0.0 for r in out.rewards.values())
