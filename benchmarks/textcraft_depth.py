@@ -145,19 +145,28 @@ def main() -> None:
     per_cell: dict[tuple, list[dict]] = {}
     console = Console(width=200)
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn())
+    total = sum(len(j[4]) for j in jobs)
+    done, shown = 0, 0
+
+    def record(difficulty, policy, trees, progress, bar) -> None:
+        nonlocal done, shown
+        per_cell.setdefault((difficulty, policy), []).extend(trees)
+        done += len(trees)
+        progress.update(bar, advance=len(trees), description=f"trees (last: {difficulty} {policy})")
+        if not console.is_terminal and done * 10 // total > shown:  # no live bar in a log file: a line per 10%
+            shown = done * 10 // total
+            print(f"{done}/{total} trees, {time.perf_counter() - t0:.0f} s", flush=True)
+
     with Progress(*columns, console=console, transient=False) as progress:
-        bar = progress.add_task("trees", total=sum(len(j[4]) for j in jobs))
+        bar = progress.add_task("trees", total=total)
         if args.workers > 1:
             ctx = multiprocessing.get_context("spawn" if os.name == "nt" else "fork")
             with ctx.Pool(args.workers) as pool:
-                for difficulty, policy, trees in pool.imap_unordered(run_chunk, jobs):
-                    per_cell.setdefault((difficulty, policy), []).extend(trees)
-                    progress.update(bar, advance=len(trees), description=f"trees (last: {difficulty} {policy})")
+                for cell in pool.imap_unordered(run_chunk, jobs):
+                    record(*cell, progress, bar)
         else:
             for job in jobs:
-                difficulty, policy, trees = run_chunk(job)
-                per_cell.setdefault((difficulty, policy), []).extend(trees)
-                progress.update(bar, advance=len(trees), description=f"trees (last: {difficulty} {policy})")
+                record(*run_chunk(job), progress, bar)
     elapsed = time.perf_counter() - t0
     results = {k: {p: summarize(per_cell[(k, p)]) for p in ["flat", *depths]} for k in DIFFICULTIES}
 

@@ -42,13 +42,16 @@ def _lane() -> dict[str, str]:
 
 
 @contextlib.contextmanager
-def _serve(lane: dict[str, str], log: Path, n_ctx: int):
-    """Run ``python -m llama_cpp.server`` with SmolLM2 and context ``n_ctx``; yields its root URL."""
+def _serve(lane: dict[str, str], log: Path, n_ctx: int, logits_all: bool = True):
+    """Run ``python -m llama_cpp.server`` with SmolLM2 and context ``n_ctx``; yields its root URL.
+
+    ``logits_all`` (per-token logprobs) makes every prompt token's logits: several times slower prompts.
+    """
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     cmd = [lane["LLAMA_PYTHON"], "-m", "llama_cpp.server", "--model", lane["LLAMA_MODEL"], "--host", "127.0.0.1",
-           "--port", str(port), "--logits_all", "true", "--n_ctx", str(n_ctx), "--n_threads", str(os.cpu_count() or 2)]
+           "--port", str(port), "--logits_all", str(logits_all).lower(), "--n_ctx", str(n_ctx), "--n_threads", str(os.cpu_count() or 2)]
     with open(log, "w") as fh:
         proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT)
     root = f"http://127.0.0.1:{port}"
@@ -184,8 +187,13 @@ class _ScriptedRoot:
         return out
 
 
-def _child_episode(limits: dict) -> tuple[str, list[dict[str, str]]]:
-    """The root's delegate action (one craftable ingredient of its target) and the child's first prompt."""
+def _child_episode(limits: dict, count) -> tuple[str, int, int]:
+    """The root's delegate action (one craftable ingredient of its target), the child's first prompt and the root's last.
+
+    Counted with ``count`` over message contents as the driver counts a node without usage
+    figures (the scripted root): the root's last prompt is measured after the child was
+    truncated by the context limit (with five-digit numbers in the reason, an upper bound).
+    """
     from rao_envs.envs.textcraft import get_world
     from rao_envs.envs.textcraft.task import goal_text
     from rao_envs.registration import make_engine
@@ -198,7 +206,10 @@ def _child_episode(limits: dict) -> tuple[str, list[dict[str, str]]]:
     action = Action.delegate(goal_text({item: q}), targets={item: q}).to_text()
     engine.commit("0")
     engine.step("0", action)
-    return action, [dict(m) for m in engine.commit("0.0")]
+    child_first = sum(count(m["content"]) for m in engine.commit("0.0"))
+    engine.truncate("0.0", "context limit: the next prompt has about 99999 tokens, over max_context_tokens=99999")
+    root_last = sum(count(m["content"]) for m in engine.commit("0"))
+    return action, child_first, root_last
 
 
 def _check_truncated_child(tree, marker: str) -> None:
@@ -217,27 +228,27 @@ def _check_truncated_child(tree, marker: str) -> None:
 def test_real_llama_cpp_context_limit_truncates_a_textcraft_node(llama_lane, llama_server, tmp_path):
     """Both context paths on a real server: our own token count, then the server's own context-length 400."""
     _base, root = llama_server
-    limits = {**LIMITS, "max_nodes": 2}
-    action, first = _child_episode(limits)
+    limits = {**LIMITS, "max_nodes": 2, "max_steps_per_node": 4}
     tok = ServerChatML(root)
 
     def count(text: str) -> int:
         return len(tok.encode(text))
 
+    action, child_first, root_last = _child_episode(limits, count)
     t0 = time.perf_counter()
-    # (1) max_context_tokens: the limit is exactly the child's first prompt (its message contents, real tokens),
-    # so the first request goes out and the next one (that prompt, the chat template, the answer and the
-    # feedback, counted from the server's usage figures) is over it
-    limit = sum(count(m["content"]) for m in first)
+    # (1) max_context_tokens: every prompt of the scripted root fits, and so does the child's first; each child
+    # turn then adds the chat template (the server's usage figures count it), the answer and the feedback, so
+    # a later child prompt is over the limit
+    limit = max(child_first, root_last)
     policy = _ScriptedRoot(OpenAIPolicy(f"{root}/v1", "smollm2", temperature=0.0, max_tokens=8, seed=0, timeout=120,
                                         retries=1), action)
     driver = RolloutDriver(policy, concurrency=2, max_context_tokens=limit, count_tokens=count)
     (tree,) = asyncio.run(driver.run("TextCraft-v0", [0], env_kwargs={"difficulty": "easy", **limits}))
     _check_truncated_child(tree, f"max_context_tokens={limit}")
     assert driver.stats.context_truncations == 1 and driver.stats.errors == []
-    assert len(policy.calls) == 1 and policy.calls[0][1] is not None, policy.calls  # one answer, with usage
+    assert policy.calls and all(n == "0.0" and p is not None for n, p in policy.calls), policy.calls  # with usage
     first_prompt = policy.calls[0][1]
-    assert first_prompt > limit  # the server's count includes the chat template
+    assert first_prompt > child_first  # the server's count includes the chat template
     own_s = time.perf_counter() - t0
 
     # (2) a server whose context (n_ctx) is smaller than the child's first prompt: its 400 truncates the node
