@@ -69,7 +69,7 @@ episode ends when the root does. Limits: ``max_depth`` 6, ``max_steps_per_node``
 ## Difficulties
 The target's tier label: ``easy`` 2-3, ``medium`` 4-6 (default), ``hard`` 7-9, ``extreme``
 10-12 (``mixed``: the whole split). Measured with ``benchmarks/textcraft_depth.py`` on the
-first val tasks (see the README): the lean delegating oracle solves easy to hard at the
+full val set (see the README): the lean delegating oracle solves easy to hard at the
 paper's ``max_depth`` 6; extreme needs 7 (``TextCraftSynth.max_depth_for("extreme")``); the
 flat oracle fails hard and extreme.
 

@@ -59,6 +59,7 @@ class TextCraftOracle:
         self.target: dict[str, str] = {}  # delegated node -> the one item it was asked for
         self.live: set[str] = set()
         self.avail: dict[str, dict[str, int]] = {}  # items made for a node (by it or its children)
+        self.keepers: dict[str, set[str]] = {}  # item -> nodes whose avail has ever counted it (an index of avail)
         self.future: dict[str, dict[str, int]] = {}  # items a node will still consume
         self.protect: dict[str, list[tuple[str, set[str]]]] = {}  # item -> [(child, holders to hold back)]
         self.stats = {"nodes": 0, "flattened": 0, "protected": 0, "waits": 0, "unsafe": 0}
@@ -111,7 +112,9 @@ class TextCraftOracle:
     def _holders(self, node: str, item: str) -> set[str]:
         """Live nodes, other than ``node`` and its ancestors, that will consume ``item`` already made."""
         safe, out = self._ancestors(node), set()
-        for o in self.live - safe:
+        for o in self.keepers.get(item, ()):  # only nodes that ever held it can hold it now
+            if o not in self.live or o in safe:
+                continue
             held = self.avail.get(o, {}).get(item, 0)
             if held > 0 and self.future.get(o, {}).get(item, 0) > 0:
                 out.add(o)  # o holds it and will consume it
@@ -198,7 +201,9 @@ class TextCraftOracle:
                     self.stats["unsafe"] += 1  # out of spare steps: consume anyway
                 avail[ing] = avail.get(ing, 0) - q
                 future[ing] = future.get(ing, 0) - q
+                self.keepers.setdefault(ing, set()).add(node)
             avail[item] = avail.get(item, 0) + total
+            self.keepers.setdefault(item, set()).add(node)
             return Action.tool("craft", ingredients=ingredients, target=[item, total]).to_text()
         self.live.discard(node)
         parent, item = self.parent.get(node), self.target.get(node)
@@ -206,4 +211,5 @@ class TextCraftOracle:
             made = max(0, self.avail.get(node, {}).get(item, 0))
             pav = self.avail.setdefault(parent, {})
             pav[item] = pav.get(item, 0) + made
+            self.keepers.setdefault(item, set()).add(parent)
         return Action.finish(goal_text(step[1]).replace("Craft", "Crafted", 1)).to_text()

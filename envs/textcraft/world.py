@@ -107,6 +107,9 @@ class World:
     split: dict[str, dict[int, tuple[str, ...]]] = field(default_factory=dict)
     _needs: dict[tuple[str, int], dict[str, int]] = field(default_factory=dict, repr=False)
     _closures: dict[tuple[str, ...], tuple[str, ...]] = field(default_factory=dict, repr=False, compare=False)
+    _expansions: dict[tuple[Any, ...], tuple[tuple[tuple[str, int], ...], dict[str, int]]] = field(
+        default_factory=dict, repr=False, compare=False
+    )
 
     # -- queries --------------------------------------------------------------------------
     def exists(self, item: str) -> bool:
@@ -171,6 +174,21 @@ class World:
         the summed needs of the craftable items reached but not in ``own``, in the order they
         were first needed (empty without ``own``).
         """
+        if stock:
+            return self._expand(targets, stock, own)
+        # memoised without stock: the oracles plan the same (targets, own) in many nodes of a tree
+        key = (tuple(targets.items()), None if own is None else frozenset(own))
+        hit = self._expansions.get(key)
+        if hit is None:
+            if len(self._expansions) >= 16384:  # bounded (a few tens of MB), like the closure cache
+                self._expansions.clear()
+            crafts, frontier = self._expand(targets, None, own)
+            hit = self._expansions[key] = (tuple(crafts), frontier)
+        return list(hit[0]), dict(hit[1])
+
+    def _expand(
+        self, targets: Mapping[str, int], stock: Mapping[str, int] | None, own: Collection[str] | None
+    ) -> tuple[list[tuple[str, int]], dict[str, int]]:
         recipes = self.recipes
         need = {i: int(n) for i, n in targets.items() if i in recipes}
         crafts: list[tuple[str, int]] = []

@@ -455,4 +455,4 @@ def test_depth_benchmark_runs():
     script = Path(__file__).resolve().parents[2] / "benchmarks" / "textcraft_depth.py"
     proc = subprocess.run([sys.executable, str(script), "--quick"], capture_output=True, text=True, timeout=240)
     assert proc.returncode == 0, proc.stderr[-2000:]
-    assert "Root success rate" in proc.stdout and "extreme: smallest max_depth solving every seed:" in proc.stdout
+    assert "Root success rate" in proc.stdout and "extreme: smallest max_depth solving every task:" in proc.stdout
