@@ -54,7 +54,15 @@ def delegating_seeds(env_id, env_kwargs, n=40):
         if len(engine.tree.nodes) > 1 and engine.tree.root.score == 1.0:
             out.append(seed)
     return out
-torch.set_num_threads(1)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_torch_thread():
+    """The tiny model runs fastest on one thread; scoped to this module (not ``make test-slow``'s SmolLM2 tests)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 def grpo_args(tmp_path, **kw) -> GRPOConfig:
