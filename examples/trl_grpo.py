@@ -38,6 +38,8 @@ class Args:
     """TensorBoard event files and the demonstrations go under log_dir/run_name"""
     cuda: bool = True
     """use CUDA when it is available"""
+    threads: int = 0
+    """torch CPU threads (0: torch's default, one per core; 1 is fastest on a CPU shared with other jobs)"""
 
     # Model
     model: str = "Qwen/Qwen2.5-0.5B-Instruct"
@@ -184,6 +186,8 @@ def main(args: Args) -> dict:
 
         wandb.init(project=args.wandb_project_name, sync_tensorboard=True, config=vars(args), name=run_name, save_code=True)
     torch.manual_seed(args.seed)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     use_cpu = not (args.cuda and torch.cuda.is_available())
 
     start = time.time()

@@ -54,15 +54,7 @@ def delegating_seeds(env_id, env_kwargs, n=40):
         if len(engine.tree.nodes) > 1 and engine.tree.root.score == 1.0:
             out.append(seed)
     return out
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """The tiny model runs fastest on one thread; scoped to this module (not ``make test-slow``'s SmolLM2 tests)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+torch.set_num_threads(1)
 
 
 def grpo_args(tmp_path, **kw) -> GRPOConfig:

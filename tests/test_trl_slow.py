@@ -117,7 +117,8 @@ def test_sft_then_rl_smollm2_valid_actions(tmp_path):
            "--env-id", "Toy-v0", "--difficulty", "easy", "--max-depth", "1", "--max-steps-per-node", "3", "--prompt-style", "compact",
            "--sft-steps", "20", "--sft-batch-size", "4", "--sft-learning-rate", "3e-4", "--sft-demos", "32",
            "--steps", "3", "--num-tasks", "2", "--group-size", "2", "--learning-rate", "1e-5", "--loss-type", "dapo",
-           "--epsilon-high", "0.28", "--max-new-tokens", "64", "--eval-seeds", "32", "--log-dir", str(tmp_path / "runs")]
+           "--epsilon-high", "0.28", "--max-new-tokens", "64", "--eval-seeds", "32", "--log-dir", str(tmp_path / "runs"),
+           "--threads", "1"]  # one thread: 2 threads were 3-5x slower per matmul on 2 cores shared with other jobs
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
     proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=3500)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
