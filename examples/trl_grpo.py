@@ -38,6 +38,8 @@ class Args:
     """TensorBoard event files and the demonstrations go under log_dir/run_name"""
     cuda: bool = True
     """use CUDA when it is available"""
+    threads: int = 0
+    """torch CPU threads (0: torch's default, one per core; 1 is fastest on a CPU shared with other jobs)"""
 
     # Model
     model: str = "Qwen/Qwen2.5-0.5B-Instruct"
@@ -56,6 +58,8 @@ class Args:
     """turns each node may take"""
     max_nodes: int = 16
     """nodes per tree"""
+    prompt_style: str = "full"
+    """`full` system prompt (tools documented, example calls) or `compact` (a few lines: cheap SFT rows for small models)"""
 
     # Warm start (SFT on oracle demonstrations)
     sft_steps: int = 0
@@ -123,7 +127,7 @@ def load_model(args: Args):
 
 def env_kwargs(args: Args) -> dict:
     return dict(difficulty=args.difficulty, max_depth=args.max_depth, max_steps_per_node=args.max_steps_per_node,
-                max_nodes=args.max_nodes)
+                max_nodes=args.max_nodes, prompt_style=args.prompt_style)
 
 
 def evaluate(model, tok, args: Args, label: str, results: dict) -> None:
@@ -182,17 +186,28 @@ def main(args: Args) -> dict:
 
         wandb.init(project=args.wandb_project_name, sync_tensorboard=True, config=vars(args), name=run_name, save_code=True)
     torch.manual_seed(args.seed)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     use_cpu = not (args.cuda and torch.cuda.is_available())
 
     start = time.time()
+    timings: dict = {}
     model, tok = load_model(args)
+    timings["load_s"] = time.time() - start
     print(f"model {args.model}: {sum(p.numel() for p in model.parameters()) / 1e6:.2f} M parameters, {time.time() - start:.1f}s")
     results: dict = {}
-    evaluate(model, tok, args, "before_sft", results)
+
+    def timed(name, fn, *a):
+        t = time.time()
+        out = fn(*a)
+        timings[name] = time.time() - t
+        return out
+
+    timed("eval_before_sft_s", evaluate, model, tok, args, "before_sft", results)
     if args.sft_steps:
-        loss = sft_warm_start(model, tok, args, run_dir, use_cpu)
+        loss = timed("sft_s", sft_warm_start, model, tok, args, run_dir, use_cpu)
         print(f"SFT: {args.sft_steps} steps, mean loss {loss:.3f}")
-        evaluate(model, tok, args, "after_sft", results)
+        timed("eval_after_sft_s", evaluate, model, tok, args, "after_sft", results)
 
     config = GRPOConfig(
         output_dir=run_dir, max_steps=args.steps, per_device_train_batch_size=args.num_tasks * args.group_size,
@@ -206,16 +221,18 @@ def main(args: Args) -> dict:
         group_size=args.group_size, mode=args.mode, seeds=range(min(args.eval_seed_start, 100_000)), processing_class=tok,
         max_prompt_length=args.max_prompt_length,
     )
-    trainer.train()
+    timed("rl_s", trainer.train)
     history = [h for h in trainer.state.log_history if "rao/rows" in h]
     for h in history:
         print(f"step {h['step']}: loss {h['loss']:+.4f}, root success {h['rao/root_success']:.2f}, "
               f"valid actions {h['rao/valid_action_rate']:.2f}, nodes/tree {h['rao/nodes_per_tree']:.1f}, rows {int(h['rao/rows'])}")
-    evaluate(model, tok, args, "after_rl", results)
-    return {"history": history, "eval": results, "wall_s": time.time() - start}
+    timed("eval_after_rl_s", evaluate, model, tok, args, "after_rl", results)
+    print("timings: " + ", ".join(f"{k} {v:.0f}" for k, v in timings.items()))
+    return {"history": history, "eval": results, "timings": timings, "wall_s": time.time() - start}
 
 
 if __name__ == "__main__":
     out = main(tyro.cli(Args))
     final = out["history"][-1] if out["history"] else {}
-    print(json.dumps({"steps": len(out["history"]), "final": final, "eval": out["eval"], "wall_s": round(out["wall_s"], 1)}))
+    print(json.dumps({"steps": len(out["history"]), "final": final, "eval": out["eval"],
+                      "timings": {k: round(v, 1) for k, v in out["timings"].items()}, "wall_s": round(out["wall_s"], 1)}))

@@ -30,7 +30,7 @@ from rao_envs.types import Limits
 
 ENTRY_POINT_GROUP = "rao_envs.tasks"
 GYM_NAMESPACE = "rao_envs"
-ENGINE_KWARGS = ("lam", "protocol", "sandbox")
+ENGINE_KWARGS = ("lam", "protocol", "sandbox", "prompt_style")
 #: ``[rao_envs/]Name-vN``: the one parser of task ids (the namespace is optional)
 TASK_ID_RE = re.compile(r"^(?:(?P<namespace>[\w.-]+)/)?(?P<name>[A-Za-z][\w.]*)-v(?P<version>\d+)$")
 #: view name -> (Gymnasium id suffix after the task name, entry point of the view class)
@@ -212,6 +212,11 @@ def split_kwargs(id: str, kwargs: dict[str, Any]) -> tuple[type[Task], dict[str,
     lam = engine_kw.get("lam")
     if lam is not None and (isinstance(lam, bool) or not isinstance(lam, (int, float)) or not math.isfinite(lam)):
         raise ConfigError(f"lam (λ of the local reward) must be a finite number such as 0.4, got {lam!r}")
+    if "prompt_style" in engine_kw:
+        from rao_envs.tree import PROMPT_STYLES
+
+        if engine_kw["prompt_style"] not in PROMPT_STYLES:
+            raise ConfigError(f"prompt_style must be one of {list(PROMPT_STYLES)}, got {engine_kw['prompt_style']!r}")
     if "protocol" in engine_kw:
         from rao_envs.protocols import get_protocol
 

@@ -79,3 +79,29 @@ def test_code_mode_single_agent_control_refuses_launches():
         assert "offers no sub-agents" in engine.observe() and len(engine.tree.nodes) == 1
     finally:
         engine.close()
+
+
+@pytest.mark.parametrize("protocol", ["tool", "code"])
+def test_compact_prompt_style_names_every_action_briefly(protocol):
+    """prompt_style="compact": every node's system prompt keeps the task's prompt, the format and each action's name."""
+    from rao_envs.errors import ConfigError
+
+    for tid in rao_envs.task_ids():
+        full = rao_envs.make_engine(tid, protocol=protocol)
+        engine = rao_envs.make_engine(tid, protocol=protocol, prompt_style="compact")
+        try:
+            prompt = engine.system_prompt
+            assert prompt.startswith(engine.task.system_prompt) and len(prompt) < len(full.system_prompt)
+            actions = prompt.rsplit("Actions: ", 1)[1]
+            verbs = [v for v in engine._verbs if v in ("delegate", "finish")] if protocol == "code" else engine._verbs
+            for name in (*engine.task.tools, *verbs):
+                name = "await launch_subagent" if protocol == "code" and name == "delegate" else name
+                assert f"{name}(" in actions, (tid, name)
+            engine.reset(seed=0)
+            assert engine.tree.root.transcript[0]["content"] == prompt
+        finally:
+            engine.close()
+            full.close()
+    assert "delegate(" not in rao_envs.make_engine("TextCraft-v0", delegate=False, prompt_style="compact").system_prompt
+    with pytest.raises(ConfigError, match="prompt_style must be one of"):
+        rao_envs.make_engine("Toy-v0", prompt_style="short")
