@@ -213,10 +213,9 @@ def split_kwargs(id: str, kwargs: dict[str, Any]) -> tuple[type[Task], dict[str,
     if lam is not None and (isinstance(lam, bool) or not isinstance(lam, (int, float)) or not math.isfinite(lam)):
         raise ConfigError(f"lam (λ of the local reward) must be a finite number such as 0.4, got {lam!r}")
     if "prompt_style" in engine_kw:
-        from rao_envs.tree import PROMPT_STYLES
+        from rao_envs.tree import check_prompt_style
 
-        if engine_kw["prompt_style"] not in PROMPT_STYLES:
-            raise ConfigError(f"prompt_style must be one of {list(PROMPT_STYLES)}, got {engine_kw['prompt_style']!r}")
+        check_prompt_style(engine_kw["prompt_style"])
     if "protocol" in engine_kw:
         from rao_envs.protocols import get_protocol
 

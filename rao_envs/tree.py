@@ -43,6 +43,13 @@ MIN_PART = 80  # the least of each part a clipped observation shows (its tag and
 DEFER_NOTE = "[{k} more message(s) did not fit here; they arrive with your next observation]"
 
 
+def check_prompt_style(style: Any) -> str:
+    """``style`` if it is one of :data:`PROMPT_STYLES`; else a :class:`ConfigError` that lists them."""
+    if style not in PROMPT_STYLES:
+        raise ConfigError(f"prompt_style must be one of {list(PROMPT_STYLES)}, got {style!r}")
+    return style
+
+
 @dataclass(slots=True)
 class StepOutcome:
     """Everything one turn changed: the node that acted, nodes that ended or spawned, and what comes next.
@@ -117,10 +124,8 @@ class TreeEngine:
         sandbox: Any = None,
         prompt_style: str = "full",
     ) -> None:
-        if prompt_style not in PROMPT_STYLES:
-            raise ConfigError(f"prompt_style must be one of {list(PROMPT_STYLES)}, got {prompt_style!r}")
         self.task = task
-        self.prompt_style = prompt_style
+        self.prompt_style = check_prompt_style(prompt_style)
         self.limits = limits or task.limits()
         self.env_id = env_id or f"{task.name}-v{task.version}"
         self.lam = float(lam)

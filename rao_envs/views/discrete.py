@@ -227,27 +227,23 @@ class DiscreteRaoEnv(gym.Env):
         tree = self.engine.tree
         acted = tree.nodes[node]
         node_done = node in out.ended
-        node_reward = 0.0  # the acting node's own RAO local reward, when it ended this step
-        if not invalid and self.delegate_cost and self.adapter.delegated(node):
-            node_reward -= self.delegate_cost  # every delegating turn costs, however many children it opens
+        # every delegating turn costs, however many children it opens
+        delegate_charge = self.delegate_cost if not invalid and self.delegate_cost and self.adapter.delegated(node) else 0.0
+        node_reward = 0.0 - delegate_charge  # the acting node's own RAO local reward, when it ended this step
         if node_done:
             node_reward += acted.reward or 0.0
         if self.progress_reward and not invalid:
             node_reward += self.progress_reward * self.adapter.progress(node)
+        root_reward = float(tree.root.score or 0.0) if out.done else 0.0
         if self.reward_mode == "tree":
-            reward = -self.fail_cost * sum(
-                1 for nid in out.ended if tree.nodes[nid].parent is not None and tree.nodes[nid].score != 1.0
-            )
-            if not invalid and self.delegate_cost and self.adapter.delegated(node):
-                reward -= self.delegate_cost
-            if out.done:
-                reward += float(tree.root.score or 0.0)
+            failed = sum(1 for nid in out.ended if tree.nodes[nid].parent is not None and tree.nodes[nid].score != 1.0)
+            reward = -self.fail_cost * failed - delegate_charge + root_reward
         elif self.reward_mode == "own":
             reward = node_reward
         elif self.reward_mode == "node":
             reward = sum(r or 0.0 for r in out.rewards.values())
         else:
-            reward = float(tree.root.score or 0.0) if out.done else 0.0
+            reward = root_reward
         if out.done:
             finished = tree.root.status is NodeStatus.FINISHED
             terminated, truncated, nxt = finished, not finished, "0"
