@@ -41,6 +41,8 @@ from rich.table import Table  # noqa: E402
 
 from demo import Job, learning_table, markdown_table, plot_learning, run_learning  # noqa: E402
 
+from rao_envs.envs.textcraft import TextCraftSynth  # noqa: E402
+
 ROWS = ("ppo", "sb3")
 
 
@@ -73,23 +75,17 @@ class Args:
 # ------------------------------------------------------------------------------ the oracle baseline
 def oracle_baseline(difficulties: list[str], depths: dict[str, int], seeds: list[int]) -> dict[str, dict]:
     """The delegating and flat oracles' rule as discrete policies on val tasks ``seeds``: success and mean nodes."""
-    from rao_envs.envs.textcraft.discrete import rule_policy
+    from sb3_maskable_ppo import rollout_batch, rule_actor
+
     from rao_envs.views.discrete import DiscreteRaoEnv
 
     out: dict[str, dict] = {}
     for name, delegate in (("delegating oracle", True), ("flat oracle", False)):
         for d in difficulties:
-            env = DiscreteRaoEnv("TextCraft-v0", difficulty=d, split="val", max_depth=depths[d], delegate=delegate)
-            rule, ok, nodes = rule_policy(env), [], []
-            for seed in seeds:
-                obs, info = env.reset(seed=seed)
-                while True:
-                    obs, _, term, trunc, info = env.step(rule(obs, info))
-                    if term or trunc:
-                        break
-                ok.append(info["root_score"] == 1.0)
-                nodes.append(info["nodes"])
-            out.setdefault(name, {})[d] = {"success": float(np.mean(ok)), "nodes": float(np.mean(nodes))}
+            envs = [DiscreteRaoEnv("TextCraft-v0", difficulty=d, split="val", max_depth=depths[d], delegate=delegate) for _ in seeds]
+            ends = rollout_batch(envs, rule_actor(envs[0]), seeds)
+            out.setdefault(name, {})[d] = {"success": float(np.mean([e["success"] for e in ends])),
+                                          "nodes": float(np.mean([e["nodes"] for e in ends]))}
     return out
 
 
@@ -207,7 +203,7 @@ def main(args: Args) -> dict:
     if "sb3" in rows:
         runs = rows["sb3"]["runs"]
         diffs = list(runs[0]["eval"])
-        depths = {d: 7 if d == "extreme" else 6 for d in diffs}
+        depths = {d: TextCraftSynth.max_depth_for(d) for d in diffs}  # as examples/sb3_maskable_ppo.py plays them
         oracle = {}
         for d in diffs:  # the same val tasks as the runs: task_index 0..n-1
             for name, res in oracle_baseline([d], depths, list(range(runs[0]["eval"][d]["tasks"]))).items():

@@ -19,6 +19,7 @@ from sb3_contrib import MaskablePPO
 from stable_baselines3.common.env_util import make_vec_env
 
 import rao_envs  # noqa: F401  (registers rao_envs/TextCraftDiscrete-v0)
+from rao_envs.envs.textcraft import TextCraftSynth
 from rao_envs.envs.textcraft.discrete import rule_policy
 
 
@@ -74,17 +75,18 @@ class Args:
 
 def env_kwargs(args: Args, difficulty: str, split: str) -> dict:
     """The discrete view's keyword arguments: everything else stays at its defaults."""
-    kw: dict = dict(difficulty=difficulty, split=split, delegate=args.delegate)
-    if difficulty == "extreme":
-        kw["max_depth"] = 7  # extreme needs one level more than the paper's 6 (TextCraftSynth.recommended_max_depth)
-    return kw
+    # the depth each difficulty's delegating oracle needs: the paper's 6, extreme 7
+    return dict(difficulty=difficulty, split=split, delegate=args.delegate, max_depth=TextCraftSynth.max_depth_for(difficulty))
 
 
-def rollout_batch(envs: list, act) -> list[dict]:
-    """Run every env's episode to its end, one batched `act(obs, masks) -> actions` call per step."""
+def rollout_batch(envs: list, act, seeds=None) -> list[dict]:
+    """Run every env's episode to its end, one batched `act(obs, masks) -> actions` call per step.
+
+    Env i plays `seeds[i]` (default i: val task i of the difficulty); returns success and tree size per env."""
+    seeds = range(len(envs)) if seeds is None else seeds
     obs, masks, ends = [None] * len(envs), [None] * len(envs), [None] * len(envs)
-    for i, env in enumerate(envs):
-        obs[i], info = env.reset(seed=i)  # seed i: val task i of the difficulty
+    for i, (env, seed) in enumerate(zip(envs, seeds)):
+        obs[i], info = env.reset(seed=seed)
         masks[i] = info["action_mask"].astype(bool)
     live = list(range(len(envs)))
     while live:
@@ -101,13 +103,18 @@ def rollout_batch(envs: list, act) -> list[dict]:
     return ends
 
 
+def rule_actor(env):
+    """The delegating oracle's rule (`rule_policy`) as a batched `act(obs, masks) -> actions`."""
+    rule = rule_policy(env)
+    return lambda obs, masks: [rule(o, {"action_mask": m}) for o, m in zip(obs, masks)]
+
+
 def evaluate(model: MaskablePPO | None, args: Args, difficulty: str) -> dict:
     """Greedy policy (or, with `model=None`, the oracle's rule) on the first `eval_tasks` val tasks."""
     n = args.extreme_tasks if difficulty == "extreme" else args.eval_tasks
     envs = [gym.make(args.env_id, **env_kwargs(args, difficulty, "val")) for _ in range(n)]
     if model is None:
-        rule = rule_policy(envs[0].unwrapped)
-        act = lambda obs, masks: [rule(o, {"action_mask": m}) for o, m in zip(obs, masks)]  # noqa: E731
+        act = rule_actor(envs[0].unwrapped)
     else:
         act = lambda obs, masks: model.predict(obs, action_masks=masks, deterministic=True)[0]  # noqa: E731
     ends = rollout_batch(envs, act)
