@@ -77,11 +77,6 @@ def run_chunk(job: tuple) -> tuple:
     return difficulty, max_depth if delegate else "flat", out
 
 
-def measure(difficulty: str, seeds: list[int], max_depth: int | None, delegate: bool, strategy: str = "lean") -> dict:
-    """Success and tree-size numbers of one policy on val tasks ``seeds`` of one difficulty (in this process)."""
-    return summarize(run_chunk((difficulty, max_depth, delegate, strategy, seeds))[2])
-
-
 def summarize(trees: list[dict]) -> dict:
     """One table cell from per-tree stats."""
     nodes = [t["nodes"] for t in trees]
