@@ -46,16 +46,13 @@ def _lane() -> dict[str, str]:
 
 
 @contextlib.contextmanager
-def _serve(lane: dict[str, str], log: Path, n_ctx: int, logits_all: bool = True):
-    """Run ``python -m llama_cpp.server`` with SmolLM2 and context ``n_ctx``; yields its root URL.
-
-    ``logits_all`` (per-token logprobs) makes every prompt token's logits: several times slower prompts.
-    """
+def _serve(lane: dict[str, str], log: Path, n_ctx: int):
+    """Run ``python -m llama_cpp.server`` with SmolLM2, per-token logprobs and context ``n_ctx``; yields its root URL."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     cmd = [lane["LLAMA_PYTHON"], "-m", "llama_cpp.server", "--model", lane["LLAMA_MODEL"], "--host", "127.0.0.1",
-           "--port", str(port), "--logits_all", str(logits_all).lower(), "--n_ctx", str(n_ctx), "--n_threads", str(os.cpu_count() or 2)]
+           "--port", str(port), "--logits_all", "true", "--n_ctx", str(n_ctx), "--n_threads", str(os.cpu_count() or 2)]
     with open(log, "w") as fh:
         proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT)
     root = f"http://127.0.0.1:{port}"
