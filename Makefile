@@ -36,7 +36,7 @@ test: setup
 
 # pytest exits 5 when it collects nothing (no slow test yet): that alone is not a failure.
 test-slow: setup
-	$(PY) -m pytest -m slow -q; rc=$$?; if [ $$rc -eq 5 ]; then echo "no slow tests collected"; rc=0; fi; exit $$rc
+	$(PY) -m pytest -m slow -q --durations=25; rc=$$?; if [ $$rc -eq 5 ]; then echo "no slow tests collected"; rc=0; fi; exit $$rc
 
 # Ray lane (rao_envs.distributed): installs the `ray` extra; the tests start a head and a second node on
 # 127.0.0.1, kill a worker and a node mid-batch, stop the cluster and check no Ray process is left (~4 min).

@@ -26,7 +26,7 @@ pytestmark = pytest.mark.slow
 torch = pytest.importorskip("torch")
 pytest.importorskip("trl")
 
-from tests.test_rollout_llama import llama_server  # noqa: E402,F401  (the llama.cpp server fixture)
+from tests.test_rollout_llama import llama_lane, llama_server  # noqa: E402,F401  (the llama.cpp server fixture and the lane it needs)
 
 REPO = Path(__file__).resolve().parents[1]
 TOY = {"difficulty": "easy", "max_depth": 1, "max_steps_per_node": 3}
