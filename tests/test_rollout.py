@@ -163,8 +163,11 @@ def test_random_latency_in_process_gives_the_reference_trees(env, kw, seeds):
     oracle = OraclePolicy(lambda: eng.task.oracle())
 
     async def policy(messages, info):
+        # the oracle answers in request order (its shared-inventory ledger decides when a node waits,
+        # so asking it in another order can change its answers), then the answer arrives late
+        text = await oracle(messages, info)
         await asyncio.sleep(rng.random() * 0.002)
-        return await oracle(messages, info)
+        return text
 
     trees = asyncio.run(rollout(env, policy, seeds, concurrency=16, env_kwargs=kw))
     assert_same_as_reference(trees, env, kw)
