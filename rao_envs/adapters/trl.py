@@ -402,7 +402,7 @@ class TreeSampler:
     ids and logprobs, which the engine records on the transcript. ``max_prompt_length``: a node
     whose prompt grows past it is marked ``infra_error`` (masked out of training).
     ``sync(live) -> any_live`` keeps several processes in the same round (each must call the
-    backend equally often); ``messages_fn`` may rewrite a node's chat before it is rendered.
+    backend equally often); ``policy_version() -> int | None`` labels each node with the version that first acted in it.
     """
 
     def __init__(
