@@ -666,9 +666,64 @@ def _session_run(req, out_w, err_w, globs, my_pid, devnull):
     return {"exit": exit_code, "kind": kind}
 
 
+_CLONE = {}  # "call": a raw clone(CLONE_PARENT | SIGCHLD) where ctypes and the syscall number are known
+_SYS_CLONE = {"x86_64": 56, "aarch64": 220, "riscv64": 220, "ppc64le": 120, "s390x": 120}
+
+
+def _clone_setup(libc, ctypes):
+    """Prepare :func:`_clone_sibling` (in the fork-server, before any session exists)."""
+    nr = _SYS_CLONE.get(os.uname().machine)
+    if libc is None or nr is None or os.uname().machine == "s390x":  # s390x swaps the first two arguments
+        return
+    fn = libc.syscall
+    fn.restype = ctypes.c_long
+    args = (ctypes.c_long(nr), ctypes.c_long(0x8000 | signal.SIGCHLD), ctypes.c_long(0), ctypes.c_long(0),
+            ctypes.c_long(0), ctypes.c_long(0))
+    _CLONE["call"] = lambda: fn(*args)
+
+
+def _clone_sibling():
+    """Fork this session into a *sibling*: a child of the fork-server (CLONE_PARENT), in one
+    fork instead of the two an orphaned grandchild costs. The pid (0 in the new process), or
+    None where a raw clone is not available. Only a single-threaded session calls this: the
+    clone copies the calling thread only, as ``os.fork`` does, without CPython's fork hooks."""
+    call = _CLONE.get("call")
+    if call is None:
+        return None
+    pid = call()
+    if pid < 0:
+        raise OSError("clone failed")
+    if pid == 0:  # what os.fork's hooks would redo here: a new seed for the random module
+        try:
+            seed = getattr(sys.modules.get("random"), "seed", None)
+            if seed is not None:
+                seed()
+        except BaseException:  # noqa: BLE001 - the session's own state: never fatal here
+            pass
+    return pid
+
+
 def _session_fork(sock, new_sock_fd, report_fd, cfg, globs, devnull):
-    """Fork this session; the grandchild (orphaned to the fork-server) becomes a new session."""
-    pid = os.fork()
+    """Fork this session; the copy (a child of the fork-server) becomes a new session."""
+    th = sys.modules.get("threading")
+    single = th is None or th.active_count() <= 1
+    pid = _clone_sibling() if single else None
+    if pid == 0:
+        try:
+            sock.close()
+            os.close(report_fd)
+            new_sock = socket.socket(fileno=new_sock_fd)
+            try:
+                new_sock.sendall(_frame({"pid": os.getpid()}))
+            except OSError:
+                os._exit(0)
+            _session_loop(new_sock, cfg, globs, devnull)
+        finally:
+            os._exit(0)
+    if pid is not None:
+        os.close(new_sock_fd)
+        return {"ok": True}
+    pid = os.fork()  # no raw clone: fork twice, the grandchild is orphaned to the fork-server
     if pid == 0:
         try:
             if os.fork() == 0:
@@ -691,12 +746,34 @@ def _session_fork(sock, new_sock_fd, report_fd, cfg, globs, devnull):
 
 
 # --------------------------------------------------------------------------- fork-server side
+_PF_EXITING = 0x4  # task flag: the process is in do_exit()
+_SIGKILL_BIT = 1 << (signal.SIGKILL - 1)
+
+
 def _is_zombie(pid):
     try:
         with open("/proc/%d/stat" % pid, "rb") as f:
             st = f.read()
         return st[st.rindex(b")") + 2:st.rindex(b")") + 3] in (b"Z", b"X")
     except (OSError, ValueError):
+        return True  # gone already
+
+
+def _is_dying(pid):
+    """True if ``pid`` can never run user code again: gone, a zombie, already exiting, or
+    with a SIGKILL pending (the kernel delivers it before any return to user space)."""
+    try:
+        with open("/proc/%d/stat" % pid, "rb") as f:
+            st = f.read()
+        f = st[st.rindex(b")") + 2:].split()
+        if f[0] in (b"Z", b"X") or int(f[6]) & _PF_EXITING:
+            return True
+        with open("/proc/%d/status" % pid, "rb") as f:
+            for line in f:
+                if line.startswith((b"SigPnd:", b"ShdPnd:")) and int(line.split()[1], 16) & _SIGKILL_BIT:
+                    return True
+        return False
+    except (OSError, ValueError, IndexError):
         return True  # gone already
 
 
@@ -966,8 +1043,12 @@ class Server:
         except OSError:
             return None
 
-    def sweep(self, duration=None):
-        """Kill every process in this PID namespace except us, PID 1 and the sessions.
+    def sweep(self, duration=None, leave_dying=False):
+        """Kill every process in this PID namespace except us, PID 1 and the sessions, and wait
+        until they are gone. With ``leave_dying`` (after a run that ended normally), processes
+        that were already dying when the sweep found them (see :func:`_is_dying`: e.g. a child
+        the session SIGKILLed) are left for the kernel to finish, without waiting for their
+        teardown.
 
         Skipped when no pid was allocated in the namespace since the last sweep (nothing new
         can exist) and the call was too short to have wrapped the pid space (a pid cannot be
@@ -980,15 +1061,20 @@ class Server:
         keep = {1, self.my_pid}
         keep.update(s.pid for s in self.sessions.values())
         end = time.monotonic() + 2.0  # a fork bomb keeps forking while we kill: repeat until empty
+        killed = set()
         while time.monotonic() < end:
             victims = []
             for name in os.listdir("/proc"):
                 if name.isdigit():
                     pid = int(name)
-                    if pid not in keep and not _is_zombie(pid):
-                        victims.append(pid)
+                    if pid in keep or _is_zombie(pid):
+                        continue
+                    if leave_dying and pid not in killed and _is_dying(pid):
+                        continue
+                    victims.append(pid)
             if not victims:
                 break
+            killed.update(victims)
             for pid in victims:
                 try:
                     os.kill(pid, signal.SIGKILL)
@@ -1200,7 +1286,7 @@ class Server:
         else:
             exit_code, kind, more = _classify(report, None if report is not None else status, interrupted, timeout)
             notes[:0] = more
-        self.sweep(duration)
+        self.sweep(duration, leave_dying=not restart)
         if restart:
             self._spawn(sid)
             notes.append("[sandbox] a fresh session was started: variables from earlier calls are gone")
@@ -1471,6 +1557,7 @@ def main():
     hardening = None
     try:
         hardening = _Hardening(cfg)
+        _clone_setup(hardening.libc, hardening.ctypes)
         if hardening.prctl(4, 0) != 0:  # PR_SET_DUMPABLE = 0: no ptrace, no /proc/<us>/{fd,mem}
             raise OSError("PR_SET_DUMPABLE failed")
         hardening.prctl(36, 1)  # PR_SET_CHILD_SUBREAPER: orphaned daemons come to us

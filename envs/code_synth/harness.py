@@ -179,8 +179,8 @@ def _cs_main(payload):
                 kill(pid, 9)
             except OSError:
                 pass
-        try:
-            os.waitpid(pid, 0)
+        try:  # not waiting for its exit: a SIGKILLed process runs nothing more, the sandbox reaps it
+            os.waitpid(pid, os.WNOHANG)
         except OSError:
             pass
         os.close(r)
