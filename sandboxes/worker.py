@@ -22,7 +22,9 @@ Trust boundary (issue 10; see the README's "trust boundary" and reference/sandbo
 * each call hands the session fresh pipes (stdout, stderr, report); this process never reads
   a channel a session could have written to before the call, so stale or forged frames go
   nowhere;
-* after each call every process except this one and the (stopped) sessions is SIGKILLed;
+* after each call every process except this one and the (stopped) sessions is SIGKILLed
+  (after a call that ended normally, processes already dying, i.e. exiting or with a SIGKILL
+  pending, are left to the kernel instead of being waited for: they run nothing more);
 * files are read and written with ``O_NOFOLLOW`` on every component, ``O_NONBLOCK`` and an
   ``fstat`` check before any I/O (a FIFO cannot stall this process);
 * frames are pure-ASCII JSON (lone surrogates travel escaped), decoded strictly; a bad
@@ -747,6 +749,7 @@ def _session_fork(sock, new_sock_fd, report_fd, cfg, globs, devnull):
 
 # --------------------------------------------------------------------------- fork-server side
 _PF_EXITING = 0x4  # task flag: the process is in do_exit()
+_LEAVE_DYING = 4  # at most this many dying processes are left to the kernel by a sweep
 _SIGKILL_BIT = 1 << (signal.SIGKILL - 1)
 
 
@@ -1045,10 +1048,11 @@ class Server:
 
     def sweep(self, duration=None, leave_dying=False):
         """Kill every process in this PID namespace except us, PID 1 and the sessions, and wait
-        until they are gone. With ``leave_dying`` (after a run that ended normally), processes
-        that were already dying when the sweep found them (see :func:`_is_dying`: e.g. a child
-        the session SIGKILLed) are left for the kernel to finish, without waiting for their
-        teardown.
+        until they are gone. With ``leave_dying`` (after a run that ended normally), up to
+        ``_LEAVE_DYING`` processes that were already dying when the sweep found them (see
+        :func:`_is_dying`: e.g. a child the session SIGKILLed) are left for the kernel to
+        finish, without waiting for their teardown; more than that are waited for too (they
+        count against the box's process limit until gone).
 
         Skipped when no pid was allocated in the namespace since the last sweep (nothing new
         can exist) and the call was too short to have wrapped the pid space (a pid cannot be
@@ -1063,15 +1067,19 @@ class Server:
         end = time.monotonic() + 2.0  # a fork bomb keeps forking while we kill: repeat until empty
         killed = set()
         while time.monotonic() < end:
-            victims = []
+            victims, dying = [], []
             for name in os.listdir("/proc"):
                 if name.isdigit():
                     pid = int(name)
                     if pid in keep or _is_zombie(pid):
                         continue
                     if leave_dying and pid not in killed and _is_dying(pid):
+                        dying.append(pid)
                         continue
                     victims.append(pid)
+            if leave_dying and len(dying) > _LEAVE_DYING:  # many (a fork bomb's): they count against
+                leave_dying = False  # the process limit until gone, so wait for them after all
+                continue
             if not victims:
                 break
             killed.update(victims)
@@ -1185,9 +1193,19 @@ class Server:
         return {"ok": True}
 
     def op_close(self, req):
-        """Kill session ``sid`` and whatever it left running."""
-        self._kill_session(int(req["sid"]))
-        self.sweep()
+        """Kill session ``sid`` and whatever it left running (a SIGKILLed session is not waited
+        for: it runs nothing more, and the kernel finishes it off)."""
+        s = self.sessions.pop(int(req["sid"]), None)
+        if s is not None:
+            for fn in (lambda: os.killpg(s.pid, signal.SIGKILL), lambda: os.kill(s.pid, signal.SIGKILL)):
+                try:
+                    fn()
+                except OSError:
+                    pass
+            s.close()
+            self.stopped.discard(s.pid)
+            self.exited.pop(s.pid, None)
+        self.sweep(leave_dying=True)
         return {"ok": True}
 
     def op_fork(self, req):

@@ -116,6 +116,18 @@ def _cs_child(module, calls, start, wfd):
     os._exit(0)
 
 
+def _cs_fork():
+    """``os.fork()``, tried again for a moment while the box is at its process limit (processes
+    a test killed may still be on their way out)."""
+    for attempt in range(40):
+        try:
+            return os.fork()
+        except BlockingIOError:  # EAGAIN
+            if attempt == 39:
+                raise
+            time.sleep(0.005)
+
+
 def _cs_main(payload):
     """Run one batch (``payload`` is JSON: module, calls, per-call and total timeouts, nonce) and print the report."""
     job = json.loads(payload)
@@ -130,7 +142,7 @@ def _cs_main(payload):
             break
         r, w = os.pipe()
         try:
-            pid = os.fork()
+            pid = _cs_fork()
         except OSError as e:
             os.close(r)
             os.close(w)

@@ -200,6 +200,31 @@ def test_fork_bomb_is_contained(isolated):
     assert int(n.stdout) <= 4, n
 
 
+def test_a_killed_child_is_not_waited_for_and_nothing_of_a_run_survives_it(isolated):
+    code = (
+        "import os, signal, time\n"
+        "pids = []\n"
+        "for _ in range(3):\n"
+        "    pid = os.fork()\n"
+        "    if pid == 0:\n"
+        "        time.sleep(60)\n"
+        "        os._exit(0)\n"
+        "    pids.append(pid)\n"
+        "for pid in pids[:2]:\n"
+        "    os.kill(pid, signal.SIGKILL)  # killed, not waited for: the sandbox leaves it to the kernel\n"
+    )
+    r = isolated.run(code)
+    assert r.ok, r
+    # the third (alive, not killed) is the sweep's; the killed ones may still be exiting
+    live = ("import os\nmine = os.getpid()\nout = []\nfor p in os.listdir('/proc'):\n"
+            "    if p.isdigit() and int(p) != mine:\n"
+            "        try:\n            st = open('/proc/%s/stat' % p).read()\n        except OSError:\n"
+            "            continue\n        if st[st.rindex(')') + 2] not in 'ZX':\n            out.append(st[st.rindex(')') + 2])\n"
+            "print(len(out))")
+    assert all(int(isolated.run(live).stdout) <= 2 for _ in range(3))  # fork-server (+ init) only
+    assert isolated.run("len(pids)").stdout == "3\n"  # the session itself lives on
+
+
 def test_memory_bomb(any_sb):
     r = any_sb.run("x = bytearray(8 * 1024**3)")
     assert r.error_kind == "memory" and "MemoryError" in r.stderr, r

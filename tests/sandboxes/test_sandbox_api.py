@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import threading
+import time
 
 import pytest
 
@@ -20,6 +21,7 @@ from rao_envs.sandboxes import (
     SandboxUnavailable,
     make_sandbox,
 )
+from rao_envs.sandboxes.base import worker_source
 
 
 def test_repl_state_persists_and_last_expression_is_echoed(sandbox):
@@ -88,6 +90,39 @@ def test_sessions_are_independent_and_fork_copies_state(sandbox):
     assert grandchild.run("a").error_kind == "exception"  # closed session: clear error
     assert child.run("len(a)").stdout == "3\n"
     other.close()
+
+
+def test_a_fork_is_a_child_of_the_fork_server_with_its_own_random_seed(sandbox):
+    sandbox.run("import os, random")
+    a, b = sandbox.fork(), sandbox.fork()
+    server = sandbox.run("os.getppid()").stdout
+    draws = [s.run("print(os.getppid(), random.random())").stdout.split() for s in (a, b)]
+    assert draws[0][0] == draws[1][0] == server.strip()  # one fork, straight under the fork-server
+    assert draws[0][1] != draws[1][1]  # reseeded in each fork, as os.fork's hooks do
+    assert a.run("os.getpid()").stdout != b.run("os.getpid()").stdout
+    a.close()
+    b.close()
+
+
+def test_is_dying_reads_the_kernels_view():
+    import signal
+    import subprocess
+
+    ns: dict = {"__name__": "rao_sandbox_worker_under_test"}
+    exec(compile(worker_source(), "worker.py", "exec"), ns)
+    is_dying = ns["_is_dying"]
+    proc = subprocess.Popen(["sleep", "30"])
+    try:
+        assert not is_dying(proc.pid)
+        proc.send_signal(signal.SIGKILL)
+        deadline = time.monotonic() + 5
+        while not is_dying(proc.pid):  # exiting or a zombie within moments of the kill
+            assert time.monotonic() < deadline
+        proc.wait()
+        assert is_dying(proc.pid)  # gone
+    finally:
+        proc.kill()
+        proc.wait()
 
 
 def test_files_round_trip_and_reset(sandbox):
