@@ -705,45 +705,42 @@ def _clone_sibling():
     return pid
 
 
+def _become_session(sock, new_sock_fd, report_fd, cfg, globs, devnull):
+    """In the new process of a session fork: say hello on the new channel, then serve as a
+    session; never returns."""
+    try:
+        sock.close()
+        os.close(report_fd)
+        new_sock = socket.socket(fileno=new_sock_fd)
+        try:
+            new_sock.sendall(_frame({"pid": os.getpid()}))
+        except OSError:
+            os._exit(0)
+        _session_loop(new_sock, cfg, globs, devnull)
+    finally:
+        os._exit(0)
+
+
 def _session_fork(sock, new_sock_fd, report_fd, cfg, globs, devnull):
     """Fork this session; the copy (a child of the fork-server) becomes a new session."""
     th = sys.modules.get("threading")
     single = th is None or th.active_count() <= 1
     pid = _clone_sibling() if single else None
     if pid == 0:
-        try:
-            sock.close()
-            os.close(report_fd)
-            new_sock = socket.socket(fileno=new_sock_fd)
+        _become_session(sock, new_sock_fd, report_fd, cfg, globs, devnull)
+    if pid is None:  # no raw clone: fork twice, the grandchild is orphaned to the fork-server
+        pid = os.fork()
+        if pid == 0:
             try:
-                new_sock.sendall(_frame({"pid": os.getpid()}))
-            except OSError:
+                if os.fork() == 0:
+                    _become_session(sock, new_sock_fd, report_fd, cfg, globs, devnull)
+            finally:
                 os._exit(0)
-            _session_loop(new_sock, cfg, globs, devnull)
-        finally:
-            os._exit(0)
-    if pid is not None:
-        os.close(new_sock_fd)
-        return {"ok": True}
-    pid = os.fork()  # no raw clone: fork twice, the grandchild is orphaned to the fork-server
-    if pid == 0:
         try:
-            if os.fork() == 0:
-                sock.close()
-                os.close(report_fd)
-                new_sock = socket.socket(fileno=new_sock_fd)
-                try:
-                    new_sock.sendall(_frame({"pid": os.getpid()}))
-                except OSError:
-                    os._exit(0)
-                _session_loop(new_sock, cfg, globs, devnull)
-        finally:
-            os._exit(0)
+            os.waitpid(pid, 0)
+        except ChildProcessError:
+            pass
     os.close(new_sock_fd)
-    try:
-        os.waitpid(pid, 0)
-    except ChildProcessError:
-        pass
     return {"ok": True}
 
 
@@ -751,6 +748,15 @@ def _session_fork(sock, new_sock_fd, report_fd, cfg, globs, devnull):
 _PF_EXITING = 0x4  # task flag: the process is in do_exit()
 _LEAVE_DYING = 4  # at most this many dying processes are left to the kernel by a sweep
 _SIGKILL_BIT = 1 << (signal.SIGKILL - 1)
+
+
+def _sigkill(pid):
+    """SIGKILL ``pid``'s process group (if it leads one) and ``pid`` itself; never raises."""
+    for fn in (os.killpg, os.kill):
+        try:
+            fn(pid, signal.SIGKILL)
+        except OSError:
+            pass
 
 
 def _is_zombie(pid):
@@ -1018,11 +1024,7 @@ class Server:
         s = self.sessions.pop(sid, None)
         if s is None:
             return None
-        for fn in (lambda: os.killpg(s.pid, signal.SIGKILL), lambda: os.kill(s.pid, signal.SIGKILL)):
-            try:
-                fn()
-            except OSError:
-                pass
+        _sigkill(s.pid)
         s.close()
         status = self.exited.pop(s.pid, None)
         end = time.monotonic() + 1.0
@@ -1197,11 +1199,7 @@ class Server:
         for: it runs nothing more, and the kernel finishes it off)."""
         s = self.sessions.pop(int(req["sid"]), None)
         if s is not None:
-            for fn in (lambda: os.killpg(s.pid, signal.SIGKILL), lambda: os.kill(s.pid, signal.SIGKILL)):
-                try:
-                    fn()
-                except OSError:
-                    pass
+            _sigkill(s.pid)
             s.close()
             self.stopped.discard(s.pid)
             self.exited.pop(s.pid, None)
