@@ -669,13 +669,13 @@ def _session_run(req, out_w, err_w, globs, my_pid, devnull):
 
 
 _CLONE = {}  # "call": a raw clone(CLONE_PARENT | SIGCHLD) where ctypes and the syscall number are known
-_SYS_CLONE = {"x86_64": 56, "aarch64": 220, "riscv64": 220, "ppc64le": 120, "s390x": 120}
+_SYS_CLONE = {"x86_64": 56, "aarch64": 220, "riscv64": 220, "ppc64le": 120}  # not s390x: its first two arguments are swapped
 
 
 def _clone_setup(libc, ctypes):
     """Prepare :func:`_clone_sibling` (in the fork-server, before any session exists)."""
     nr = _SYS_CLONE.get(os.uname().machine)
-    if libc is None or nr is None or os.uname().machine == "s390x":  # s390x swaps the first two arguments
+    if libc is None or nr is None:
         return
     fn = libc.syscall
     fn.restype = ctypes.c_long
@@ -759,23 +759,28 @@ def _sigkill(pid):
             pass
 
 
-def _is_zombie(pid):
+def _stat_fields(pid):
+    """The fields of ``/proc/<pid>/stat`` after the command name (state first), or None if gone."""
     try:
         with open("/proc/%d/stat" % pid, "rb") as f:
             st = f.read()
-        return st[st.rindex(b")") + 2:st.rindex(b")") + 3] in (b"Z", b"X")
+        return st[st.rindex(b")") + 2:].split()
     except (OSError, ValueError):
-        return True  # gone already
+        return None
 
 
-def _is_dying(pid):
+def _is_zombie(fields):
+    """True for :func:`_stat_fields` of a process that is gone or a zombie."""
+    return fields is None or fields[:1] in ([b"Z"], [b"X"])
+
+
+def _is_dying(pid, fields=None):
     """True if ``pid`` can never run user code again: gone, a zombie, already exiting, or
-    with a SIGKILL pending (the kernel delivers it before any return to user space)."""
+    with a SIGKILL pending (the kernel delivers it before any return to user space).
+    ``fields``: its :func:`_stat_fields`, if already read."""
+    fields = _stat_fields(pid) if fields is None else fields
     try:
-        with open("/proc/%d/stat" % pid, "rb") as f:
-            st = f.read()
-        f = st[st.rindex(b")") + 2:].split()
-        if f[0] in (b"Z", b"X") or int(f[6]) & _PF_EXITING:
+        if _is_zombie(fields) or int(fields[6]) & _PF_EXITING:
             return True
         with open("/proc/%d/status" % pid, "rb") as f:
             for line in f:
@@ -1020,7 +1025,9 @@ class Server:
             else:
                 time.sleep(min(0.0005 if spins < 2200 else 0.005, deadline - now))
 
-    def _kill_session(self, sid):
+    def _kill_session(self, sid, wait=True):
+        """SIGKILL session ``sid`` and forget it; its wait status (None if unknown). With
+        ``wait=False`` its exit is not waited for: it runs nothing more, the kernel finishes it."""
         s = self.sessions.pop(sid, None)
         if s is None:
             return None
@@ -1028,7 +1035,7 @@ class Server:
         s.close()
         status = self.exited.pop(s.pid, None)
         end = time.monotonic() + 1.0
-        while status is None:  # SIGKILL takes a moment to land (bounded: never hang here)
+        while status is None and wait:  # SIGKILL takes a moment to land (bounded: never hang here)
             try:
                 got, st = os.waitpid(s.pid, os.WNOHANG)
             except ChildProcessError:
@@ -1073,9 +1080,12 @@ class Server:
             for name in os.listdir("/proc"):
                 if name.isdigit():
                     pid = int(name)
-                    if pid in keep or _is_zombie(pid):
+                    if pid in keep:
                         continue
-                    if leave_dying and pid not in killed and _is_dying(pid):
+                    fields = _stat_fields(pid)
+                    if _is_zombie(fields):
+                        continue
+                    if leave_dying and pid not in killed and _is_dying(pid, fields):
                         dying.append(pid)
                         continue
                     victims.append(pid)
@@ -1195,14 +1205,8 @@ class Server:
         return {"ok": True}
 
     def op_close(self, req):
-        """Kill session ``sid`` and whatever it left running (a SIGKILLed session is not waited
-        for: it runs nothing more, and the kernel finishes it off)."""
-        s = self.sessions.pop(int(req["sid"]), None)
-        if s is not None:
-            _sigkill(s.pid)
-            s.close()
-            self.stopped.discard(s.pid)
-            self.exited.pop(s.pid, None)
+        """Kill session ``sid`` and whatever it left running (the session's exit is not waited for)."""
+        self._kill_session(int(req["sid"]), wait=False)
         self.sweep(leave_dying=True)
         return {"ok": True}
 
