@@ -122,20 +122,54 @@ class _Policy(asyncio.DefaultEventLoopPolicy):
         return _Loop()
 
 
-def _run(coro):
-    loop = _Loop()
+_LOOP = []  # the REPL's event loop: made by its first cell that awaits, kept for the next ones
+
+
+def _loop():
+    """The kept event loop (a new one when there is none, or a cell closed or broke it)."""
+    loop = _LOOP[0] if _LOOP else None
+    if loop is None or loop.is_closed() or loop.is_running():
+        loop = _Loop()
+        _LOOP[:] = [loop]
     asyncio.set_event_loop(loop)
+    return loop
+
+
+def _tidy(loop):
+    """Leave the kept loop as a new one would be: no task, callback, timer or watched fd of the
+    cell that ran in it. A task that survives its cancellation closes the loop instead (so
+    nothing of this cell runs in a later one)."""
+    try:
+        for task in asyncio.all_tasks(loop):
+            task.cancel()
+        loop.run_until_complete(asyncio.sleep(0))
+        if asyncio.all_tasks(loop):
+            raise RuntimeError("a task ignored its cancellation")
+        for handle in loop._scheduled:
+            handle.cancel()
+        loop._scheduled.clear()
+        loop._timer_cancelled_count = 0
+        loop._ready.clear()
+        own = loop._ssock.fileno()
+        for key in list(loop._selector.get_map().values()):
+            if key.fd != own:
+                loop._remove_reader(key.fd)
+                loop._remove_writer(key.fd)
+    except BaseException:
+        try:
+            loop.close()
+        except BaseException:
+            pass
+        del _LOOP[:]
+
+
+def _run(coro):
+    loop = _loop()
     try:
         return loop.run_until_complete(coro)
     finally:
         del _pending[:]
-        try:
-            for task in asyncio.all_tasks(loop):
-                task.cancel()
-            loop.run_until_complete(asyncio.sleep(0))
-        except BaseException:
-            pass
-        loop.close()
+        _tidy(loop)
         asyncio.set_event_loop(None)
 
 

@@ -38,7 +38,7 @@ from typing import Any
 from rao_envs.errors import ConfigError, InfraError, ToolError
 from rao_envs.payload import clean_text, normalize
 from rao_envs.protocols.base import Call
-from rao_envs.protocols.code import cell_for_calls, unawaited_launches
+from rao_envs.protocols.code import LAUNCH, cell_for_calls, unawaited_launches
 from rao_envs.types import Node, NodeStatus
 
 DEFAULT_CELL_TIMEOUT = 10.0
@@ -336,12 +336,15 @@ class CodeRunner:
         code = calls[0].args.get("code") if calls and calls[0].name == "python" else cell_for_calls(calls)
         if not isinstance(code, str):
             return f"[Cell {k} Output]\nError: the cell must be text."
-        try:
-            import ast
+        bad = []
+        # only a cell whose text names it (or, not ASCII, may NFKC-fold an identifier to it) is parsed here
+        if LAUNCH in code or not code.isascii():
+            try:
+                import ast
 
-            bad = unawaited_launches(ast.parse(code))
-        except (SyntaxError, ValueError, RecursionError, MemoryError, OverflowError):
-            bad = []  # the kernel reports the error the way Python does
+                bad = unawaited_launches(ast.parse(code))
+            except (SyntaxError, ValueError, RecursionError, MemoryError, OverflowError):
+                pass  # the kernel reports the error the way Python does
         if bad:
             return (
                 f"[Cell {k} Output]\nError: the cell was not run: launch_subagent(...) on line {bad[0]} is not "

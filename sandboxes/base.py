@@ -241,23 +241,22 @@ class Transport:
     channel: ClassVar[str] = "worker pipe"
 
     def send(self, data: bytes, deadline: float) -> None:
-        """Write all of ``data`` before ``deadline`` (non-blocking writes + select) or raise
-        :class:`WorkerDied`."""
+        """Write all of ``data`` before ``deadline`` (non-blocking writes; ``select`` only while
+        the channel is full) or raise :class:`WorkerDied`."""
         view = memoryview(data)
         while view:
+            try:
+                view = view[self._write_some(view):]
+            except BlockingIOError:
+                pass
+            except OSError as e:
+                raise WorkerDied(f"{self.channel} closed ({e})") from None
+            if not view:
+                return
             left = deadline - time.monotonic()
             if left <= 0:
                 raise WorkerDied(f"timed out writing to the {self.peer}")
-            _, w, _ = select.select([], [self._writable()], [], left)
-            if not w:
-                continue
-            try:
-                n = self._write_some(view)
-            except BlockingIOError:
-                continue
-            except OSError as e:
-                raise WorkerDied(f"{self.channel} closed ({e})") from None
-            view = view[n:]
+            select.select([], [self._writable()], [], left)
 
     def _writable(self) -> Any:  # pragma: no cover - interface
         """What ``select`` waits on until a write can proceed (an fd or a socket)."""
@@ -292,6 +291,7 @@ class PipeTransport(Transport):
         self.rfd = proc.stdout.fileno()
         self.efd = proc.stderr.fileno() if proc.stderr is not None else -1
         self.err = bytearray()
+        self.buf = bytearray()  # bytes read ahead of the current frame
         os.set_blocking(self.wfd, False)
         if self.efd >= 0:
             os.set_blocking(self.efd, False)
@@ -319,8 +319,9 @@ class PipeTransport(Transport):
         return os.write(self.wfd, view)
 
     def recv_exact(self, n: int, deadline: float) -> bytes:
-        """Read with a deadline; EOF means the worker died."""
-        buf = bytearray()
+        """Read with a deadline; EOF means the worker died. Reads ahead (a reply's header and
+        body mostly come in one read): what is past ``n`` bytes waits for the next call."""
+        buf = self.buf
         while len(buf) < n:
             left = deadline - time.monotonic()
             if left <= 0:
@@ -330,11 +331,29 @@ class PipeTransport(Transport):
                 self._drain_err()
             if self.rfd not in r:
                 continue
-            chunk = os.read(self.rfd, n - len(buf))
+            chunk = os.read(self.rfd, max(n - len(buf), 65536))
             if not chunk:
                 raise WorkerDied("worker closed its channel (it died or was killed)")
             buf += chunk
-        return bytes(buf)
+        out = bytes(buf[:n])
+        del buf[:n]
+        return out
+
+    def wait_closed(self, timeout: float) -> bool:
+        """Wait up to ``timeout`` seconds until the worker's end of the channel is closed (every
+        process holding it is gone); True if it is. Only while no request is in flight: what
+        arrives meanwhile is dropped."""
+        deadline = time.monotonic() + timeout
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return False
+            r, _, _ = select.select([self.rfd], [], [], left)
+            try:
+                if r and not os.read(self.rfd, 65536):
+                    return True
+            except OSError:
+                return True
 
     def close(self) -> None:
         """Close our ends of the pipes."""

@@ -31,6 +31,7 @@ from functools import lru_cache
 from typing import Optional
 
 from .base import (
+    PipeTransport,
     ResourceLimits,
     Sandbox,
     SandboxUnavailable,
@@ -302,12 +303,16 @@ class LocalSandbox(Sandbox):
         self._drop_cgroup()
 
     def kill_worker(self) -> None:
-        """SIGKILL the bwrap process tree from the host (simulates a crashed worker)."""
+        """SIGKILL the bwrap process tree from the host (simulates a crashed worker); returns once
+        the worker is gone (bwrap's ``--new-session`` puts it outside the killed group: it dies
+        with its parent, a moment later, so a request sent at once could still be served)."""
         if self._proc is not None:
             try:
                 os.killpg(self._proc.pid, 9)
             except OSError:
                 pass
+            if isinstance(self._transport, PipeTransport):
+                self._transport.wait_closed(5.0)
 
     @property
     def host_pid(self) -> Optional[int]:

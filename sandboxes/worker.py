@@ -478,7 +478,7 @@ def _session_loop(sock, cfg, globs, devnull):
         if msg == b"R" and len(fds) == 3:
             _CALL.update(sock=sock, report=fds[2], pid=my_pid, devnull=devnull)
             reply = _session_run(req, fds[0], fds[1], globs, my_pid, devnull)
-            fds[-1] = _CALL.pop("report", fds[-1])  # a host call during the run moved to a later call's pipe
+            _CALL.pop("report", None)
         elif msg == b"F" and len(fds) == 2:
             reply = _session_fork(sock, fds[0], fds[1], cfg, globs, devnull)
         else:
@@ -502,59 +502,57 @@ _MAX_HOSTCALL = 60000  # characters of one host call's JSON (it travels in the 6
 def _host_call(payload):
     """Ask the host for something in the middle of a run and return its answer (code mode).
 
-    The session ends the current call as if the cell had finished, with the request in its
-    report (``hostcall``, JSON text), and stops; the host answers with its next ``run`` of
-    this session, whose code is the answer as JSON text, and the cell goes on with fresh
-    output pipes. Exposed to session code as ``_rao_host.call``. Raises ``ValueError`` for a
-    request that is not JSON-able or over :data:`_MAX_HOSTCALL` characters, ``RuntimeError``
-    outside a run.
+    The session writes the request (``hostcall``, JSON text, with ``pause``) on the run's
+    report pipe and stops; the run is *paused*, not over: the fork-server hands the request
+    and the output so far to the host, keeps the run's pipes, and when the host answers (its
+    next ``run`` of this session, whose code is the answer as JSON text) it sends the answer
+    on the session's socket and continues the session, which returns it here. Exposed to
+    session code as ``_rao_host.call``. Raises ``ValueError`` for a request that is not
+    JSON-able or over :data:`_MAX_HOSTCALL` characters, ``RuntimeError`` outside a run, from
+    another thread, or nested in another host call (e.g. from a signal handler).
     """
     st = _CALL
     if st.get("pid") != os.getpid() or "report" not in st:
         raise RuntimeError("host calls are only possible from the session's own cell")
+    if st.get("busy"):
+        raise RuntimeError("host calls cannot be nested")
     th = sys.modules.get("threading")
     if th is not None and th.current_thread() is not th.main_thread():
         raise RuntimeError("host calls are only possible from the cell's main thread")
     body = json.dumps(payload)
     if len(body) > _MAX_HOSTCALL:
         raise ValueError("the call is %d characters of JSON, over the %d limit" % (len(body), _MAX_HOSTCALL))
-    for stream in (sys.stdout, sys.stderr):
+    for stream in (sys.stdout, sys.stderr):  # everything printed so far is in the pipes before the pause
         try:
             stream.flush()
         except BaseException:
             pass
-    devnull = st["devnull"]
-    os.dup2(devnull, 1)
-    os.dup2(devnull, 2)
-    report = st.pop("report")
+    st["busy"] = True
     try:
-        _write_all(report, _frame({"exit": 0, "kind": None, "hostcall": body}))
-    except OSError:
-        pass
-    os.close(report)
-    sock, my_pid = st["sock"], st["pid"]
-    chld = _quiet_children()
-    os.kill(my_pid, signal.SIGSTOP)
-    if chld is not None:
         try:
-            signal.signal(signal.SIGCHLD, chld)
-        except (ValueError, OSError, TypeError):
+            _write_all(st["report"], _frame({"exit": 0, "kind": None, "hostcall": body, "pause": True}))
+        except OSError:
             pass
-    try:
-        msg, fds, _, _ = socket.recv_fds(sock, 1, 4, getattr(socket, "MSG_CMSG_CLOEXEC", 0))
-    except (OSError, EOFError):
-        os._exit(0)
-    if msg != b"R" or len(fds) != 3:
-        os._exit(3)
-    try:
-        req = _read_frame(sock.fileno(), _MAX_HOST_FRAME, time.monotonic() + 10)
-    except Exception:
-        os._exit(3)
-    os.dup2(fds[0], 1)
-    os.dup2(fds[1], 2)
-    os.close(fds[0])
-    os.close(fds[1])
-    st["report"] = fds[2]
+        sock, my_pid = st["sock"], st["pid"]
+        chld = _quiet_children()
+        os.kill(my_pid, signal.SIGSTOP)
+        if chld is not None:
+            try:
+                signal.signal(signal.SIGCHLD, chld)
+            except (ValueError, OSError, TypeError):
+                pass
+        try:
+            msg, fds, _, _ = socket.recv_fds(sock, 1, 4, getattr(socket, "MSG_CMSG_CLOEXEC", 0))
+        except (OSError, EOFError):
+            os._exit(0)
+        if msg != b"A" or fds:
+            os._exit(3)
+        try:
+            req = _read_frame(sock.fileno(), _MAX_HOST_FRAME, time.monotonic() + 10)
+        except Exception:
+            os._exit(3)
+    finally:
+        st["busy"] = False
     return json.loads(req["code"])
 
 
@@ -872,27 +870,75 @@ class _RunOutput:
             self.truncated = True
             self._close(fd)
 
-    def drain(self):
-        """Read what the open pipes already hold, without blocking, then close them."""
-        for fd in self.open_fds:
+
+    def _read_available(self):
+        """Read what the open pipes already hold, without blocking."""
+        for fd in list(self.open_fds):
             try:
-                while len(self.bufs[fd]) < self.cap:
+                while fd in self.open_fds and len(self.bufs[fd]) < self.cap:
                     r, _, _ = select.select([fd], [], [], 0)
                     if not r:
                         break
-                    data = os.read(fd, 65536)
-                    if not data:
-                        break
-                    if _append_capped(self.bufs[fd], data, self.cap):
-                        self.truncated = True
+                    self.read(fd)
             except OSError:
                 pass
-            os.close(fd)
+
+    def drain(self):
+        """Read what the open pipes already hold, without blocking, then close them."""
+        self._read_available()
+        self.close()
+
+    def take(self):
+        """``(stdout, stderr)`` read so far, with what the pipes hold now; the pipes stay open
+        and the next ``take`` starts from empty buffers (a paused run: its host call)."""
+        self._read_available()
+        texts = self.text(self.out_r), self.text(self.err_r)
+        for buf in self.bufs.values():
+            buf.clear()
+        return texts
+
+    def close(self):
+        """Close the read ends still open (a run that is over, or a paused one given up)."""
+        for fd in self.open_fds:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
         self.open_fds = []
 
     def text(self, fd):
         """What was read from the pipe ``fd``, decoded (undecodable bytes replaced)."""
         return self.bufs[fd].decode("utf-8", "replace")
+
+
+class _Run:
+    """One run of a session: its output pipes and its report pipe, kept while the run is
+    paused at a host call (until the host answers, or the session is killed)."""
+
+    __slots__ = ("output", "rep_r", "rep_w", "report_buf", "t0", "deadline")
+
+    def __init__(self, cap):
+        self.output = _RunOutput(cap)
+        self.rep_r, self.rep_w = os.pipe()
+        self.report_buf = bytearray()
+        self.t0 = self.deadline = 0.0
+
+    def clock(self, timeout):
+        """Start this segment's wall clock (the first one, or the one after a host call's answer)."""
+        self.t0 = time.monotonic()
+        self.deadline = self.t0 + timeout
+
+    def close_write_ends(self):
+        """Close this process's copies of the write ends, once the session holds its own."""
+        self.output.close_write_ends()
+        os.close(self.rep_w)
+
+    def close(self):
+        """Close every read end still open."""
+        self.output.close()
+        if self.rep_r >= 0:
+            os.close(self.rep_r)
+            self.rep_r = -1
 
 
 def _classify(report, status, timed_out, timeout):
@@ -939,6 +985,7 @@ class Server:
         self.out_cap = int(cfg.get("limits", {}).get("output_bytes") or 65536)
         self.my_pid = os.getpid()
         self.stopped = set()  # pids the kernel reported stopped (since they were last continued)
+        self.paused = {}  # sid -> _Run stopped at a host call, waiting for the host's answer
         self.exited = {}  # session pid -> wait status
         roots = [cfg["workdir"]] + [m for m in cfg.get("scratch", []) if m != cfg["workdir"]]
         self.roots = {}
@@ -1028,6 +1075,9 @@ class Server:
     def _kill_session(self, sid, wait=True):
         """SIGKILL session ``sid`` and forget it; its wait status (None if unknown). With
         ``wait=False`` its exit is not waited for: it runs nothing more, the kernel finishes it."""
+        run = self.paused.pop(sid, None)
+        if run is not None:
+            run.close()
         s = self.sessions.pop(sid, None)
         if s is None:
             return None
@@ -1153,7 +1203,10 @@ class Server:
         while first or data:
             try:
                 if first:
-                    socket.send_fds(s.sock, [tag], fds)
+                    if fds:
+                        socket.send_fds(s.sock, [tag], fds)
+                    elif not s.sock.send(tag):
+                        raise BlockingIOError
                     first = False
                 else:
                     data = data[s.sock.send(data):]
@@ -1254,39 +1307,49 @@ class Server:
         The run is over when the session stops itself (the kernel says so: no frame user code
         writes can end it), dies, or overruns its wall clock (SIGINT, then SIGKILL). A session
         that died, was killed, stopped without a report or kept extra threads is replaced by a
-        fresh one (``restarted``).
+        fresh one (``restarted``). A run that stopped at a host call (its report says
+        ``pause``) is *paused*: the reply carries the request (``hostcall``) and the output so
+        far, the run keeps its pipes, and the next ``run`` of the session is the host's answer
+        (its ``code``, JSON text), sent on the session's socket, after which the same run goes on.
         """
         sid = int(req["sid"])
         notes = []
         existed = sid in self.sessions
+        run = self.paused.pop(sid, None)
         s, info = self._ready(sid)
         died = s is None and existed
         if s is None:
+            if run is not None:  # died while paused: the answer goes to a fresh session as code
+                run.close()
+                run = None
             if died:
                 notes.append("[sandbox] the session had died (%s) since the last call; a fresh one was "
                              "started" % _status_text(info))
             s, info = self._spawn(sid), None
         timeout = float(req.get("timeout") or 10.0)
-        t0 = time.monotonic()
-        deadline = t0 + timeout
+        resumed = run is not None
+        if not resumed:
+            run = _Run(self.out_cap)
+        run.clock(timeout)
         self._set_cpu_limit(s, req.get("cpu"), info)
-        output = _RunOutput(self.out_cap)
-        rep_r, rep_w = os.pipe()
-        sent = self._send(s, b"R", [output.out_w, output.err_w, rep_w], {"code": req["code"]}, deadline)
-        output.close_write_ends()
-        os.close(rep_w)
-        report_buf = bytearray()
+        if resumed:
+            sent = self._send(s, b"A", [], {"code": req["code"]}, run.deadline)
+        else:
+            output = run.output
+            sent = self._send(s, b"R", [output.out_w, output.err_w, run.rep_w], {"code": req["code"]}, run.deadline)
+            run.close_write_ends()
         if sent == "sent":
-            outcome, interrupted = self._pump(s, output, rep_r, report_buf, deadline)
+            outcome, interrupted = self._pump(s, run)
         else:
             outcome, interrupted = sent, sent == "timeout"
-        _drain_into(rep_r, report_buf, _MAX_REPORT)
-        os.close(rep_r)
-        output.drain()
-        duration = time.monotonic() - t0
+        output, report_buf = run.output, run.report_buf
+        duration = time.monotonic() - run.t0
         report, status = None, None
-        if outcome == "stopped":
+        _drain_into(run.rep_r, report_buf, _MAX_REPORT)  # the stop may be seen before the report was read
+        if outcome in ("stopped", "paused"):
             report = _last_frame(report_buf)
+            if outcome == "stopped" and report is not None and report.get("pause") is True:
+                outcome = "paused"
             info = s.stat()
             if report is None:
                 notes.append("[sandbox] the session stopped before its code finished; it was restarted")
@@ -1295,7 +1358,21 @@ class Server:
                 notes.append("[sandbox] the code left %d thread(s) running; the session was restarted so "
                              "that nothing of this run executes after it" % (info[2] - 1))
                 outcome = "threads"
-        elif outcome == "files":
+            elif outcome == "paused" and interrupted:  # out of time on its way to the host call
+                report, outcome = None, "timeout"
+        if outcome == "paused":
+            stdout, stderr = output.take()
+            del report_buf[:]
+            self.paused[sid] = run
+            self.sweep(duration, leave_dying=True)
+            if notes:
+                stderr = stderr + ("\n" if stderr and not stderr.endswith("\n") else "") + "\n".join(notes) + "\n"
+            return {"stdout": stdout, "stderr": stderr, "exit": 0, "duration": duration,
+                    "truncated": output.truncated, "error_kind": None, "restarted": died,
+                    "hostcall": report["hostcall"] if isinstance(report.get("hostcall"), str) else ""}
+        output.drain()
+        run.close()
+        if outcome == "files":
             notes.append("[sandbox] the code created more files and directories than the limit (%d); the "
                          "session was killed" % self.inode_cap)
         restart = outcome != "stopped"
@@ -1313,7 +1390,7 @@ class Server:
         stderr = output.text(output.err_r)
         if notes:
             stderr = stderr + ("\n" if stderr and not stderr.endswith("\n") else "") + "\n".join(notes) + "\n"
-        reply = {
+        return {
             "stdout": output.text(output.out_r),
             "stderr": stderr,
             "exit": exit_code,
@@ -1322,9 +1399,6 @@ class Server:
             "error_kind": kind,
             "restarted": restart or died,
         }
-        if report is not None and not restart and isinstance(report.get("hostcall"), str):
-            reply["hostcall"] = report["hostcall"]  # the cell asks the host (code mode); the host validates it
-        return reply
 
     def _set_cpu_limit(self, s, cpu, info):
         """The session's CPU backstop for this run, set from here (not by the session itself)
@@ -1358,15 +1432,18 @@ class Server:
         self.last_inodes = self._inodes()
         return self.last_inodes > limit
 
-    def _pump(self, s, output, rep_r, report_buf, deadline):
+    def _pump(self, s, run):
         """Read the run's output and report until the session stops (then ``_GRACE`` more
         seconds for the pipes to reach EOF) or dies; enforce the wall clock and the box-wide
-        file cap. Returns ``(outcome, interrupted)``: outcome "stopped", "dead", "timeout"
-        (killed after the SIGINT grace) or "files"; ``interrupted``: the wall clock ran out."""
+        file cap. Returns ``(outcome, interrupted)``: outcome "stopped", "paused" (stopped at a
+        host call: its report says so, the pipes stay open), "dead", "timeout" (killed after
+        the SIGINT grace) or "files"; ``interrupted``: the wall clock ran out."""
+        output, rep_r, report_buf, deadline = run.output, run.rep_r, run.report_buf, run.deadline
         t0 = time.monotonic()
         interrupted_at = None
         stopped_at = None
         reported = False  # a complete frame arrived on the report pipe: poll for the stop
+        pausing = False  # ... and the last one says the session stops at a host call
         spun = False
         rep_open = True
         pidfd = [s.pidfd] if s.pidfd >= 0 else []
@@ -1394,6 +1471,8 @@ class Server:
                 elif s.pid in self.exited:
                     continue
             if stopped_at is not None:
+                if pausing:  # it flushed its output before the report: nothing more is coming
+                    return "paused", interrupted
                 if not output.open_fds or now >= stopped_at + _GRACE:
                     return "stopped", interrupted
             elif not interrupted and now >= deadline:
@@ -1418,7 +1497,7 @@ class Server:
             if inode_limit:
                 limit = min(limit, next_poll)
             if stopped_at is None:  # poll for the stop
-                limit = min(limit, now + 0.001 if reported else next_stop_poll)
+                limit = min(limit, now + 0.0002 if reported else next_stop_poll)  # it is a few syscalls away
             watch = output.open_fds + ([rep_r] if rep_open else []) + pidfd
             try:
                 ready, _, _ = select.select(watch, [], [], max(0.0, limit - now))
@@ -1431,7 +1510,9 @@ class Server:
                         rep_open = False  # closed, or flooded by user code: read later, once stopped
                     else:
                         report_buf += chunk
-                        reported = reported or _last_frame(report_buf) is not None
+                        last = _last_frame(report_buf)
+                        reported = reported or last is not None
+                        pausing = last is not None and last.get("pause") is True
                 elif pidfd and fd == pidfd[0]:
                     self._poll(s.pid)
                     if s.pid not in self.exited:  # exited but not ours to reap? treat as dead

@@ -179,6 +179,41 @@ def test_unawaited_launch_is_rejected_before_the_cell_runs():
     assert "not awaited" in eng.observe() and len(eng.tree.nodes) == 1 and eng.tree.root.steps_used == 1
     eng.act(cell("print(x)"))
     assert "NameError" in eng.observe()  # the rejected cell did not run at all
+    # an identifier Python folds to the same name (NFKC: fullwidth letters) is caught too
+    eng.act(cell("y = 6\n\uff4caunch_subagent(expr='(1 + 2)')"))
+    assert "not awaited" in eng.observe() and len(eng.tree.nodes) == 1
+    eng.act(cell("print(y)"))
+    assert "NameError" in eng.observe()
+    eng.close()
+
+
+def test_the_repl_keeps_one_event_loop_and_nothing_of_a_cell_runs_in_the_next():
+    eng = engine(max_steps_per_node=20)
+    eng.reset(seed=0)
+    eng.act(cell("await asyncio.sleep(0)\nfirst = id(asyncio.get_running_loop())"))
+    eng.act(cell("await asyncio.sleep(0)\nsame = id(asyncio.get_running_loop()) == first\nprint(same)"))
+    assert "True" in eng.observe()  # kept: no new loop (epoll fd, self-pipe) per cell
+    # a timer, a callback and a task left by one cell never run in a later one
+    eng.act(cell(
+        "hits = []\nawait asyncio.sleep(0)\nloop = asyncio.get_running_loop()\nloop.call_later(0.05, hits.append, 'timer')\n"
+        "loop.call_soon(hits.append, 'soon')\nasync def later():\n    await asyncio.sleep(0.05)\n    hits.append('task')\n"
+        "t = asyncio.ensure_future(later())"))
+    eng.act(cell("await asyncio.sleep(0.2)\nprint(sorted(hits))"))
+    assert "['soon']" in eng.observe()  # only the ready callback ran, in its own cell's last turn of the loop
+    # a task that swallows its cancellation: the loop is dropped, the task never runs again
+    eng.act(cell(
+        "hits = []\nasync def stubborn():\n    while True:\n        try:\n            await asyncio.sleep(0.01)\n"
+        "            hits.append(1)\n        except asyncio.CancelledError:\n            pass\n"
+        "t = asyncio.ensure_future(stubborn())\nawait asyncio.sleep(0)\nkept = id(asyncio.get_running_loop())"))
+    eng.act(cell("n = len(hits)\nawait asyncio.sleep(0.1)\nnew = id(asyncio.get_running_loop()) != kept\nprint(len(hits) == n, new)"))
+    assert "True True" in eng.observe()
+    # a cell that closes the loop: the next one gets a new loop
+    eng.act(cell("await asyncio.sleep(0)\nl = asyncio.get_running_loop()"))
+    eng.act(cell("l.close()"))
+    eng.act(cell("await asyncio.sleep(0)\nother = asyncio.get_running_loop() is not l\nprint('ok', other)"))
+    assert "ok True" in eng.observe()
+    eng.act(cell("await asyncio.Future()"))
+    assert "never complete" in eng.observe()  # the deadlock check still sees an idle loop
     eng.close()
 
 

@@ -104,6 +104,59 @@ def test_a_fork_is_a_child_of_the_fork_server_with_its_own_random_seed(sandbox):
     b.close()
 
 
+def test_a_host_call_pauses_the_run_and_the_answer_resumes_it(sandbox):
+    r = sandbox.run("import _rao_host\nprint('before')\nv = _rao_host.call({'ask': 1})\nprint('after', v)")
+    assert r.ok and r.hostcall == '{"ask": 1}' and r.stdout == "before\n" and not r.restarted, r
+    r = sandbox.run('{"got": 2}')  # the next run of a paused session is the answer (JSON)
+    assert r.ok and r.hostcall is None and r.stdout == "after {'got': 2}\n", r
+    assert sandbox.run("v").stdout == "{'got': 2}\n"
+    r = sandbox.run("t = 0\nfor i in range(40):\n    t += _rao_host.call(i)\nprint(t)")
+    for i in range(40):
+        assert r.hostcall == str(i) and r.stdout == "", r
+        r = sandbox.run(str(2 * i))
+    assert r.ok and r.stdout == f"{sum(2 * i for i in range(40))}\n", r
+    assert sandbox.run("_rao_host.call('x')").hostcall == '"x"'
+    r = sandbox.run("not json")  # a bad answer is the cell's error, the session lives on
+    assert r.error_kind == "exception" and "JSONDecodeError" in r.stderr and not r.restarted, r
+    r = sandbox.run("print(_rao_host.call.__doc__ is not None, t)")
+    assert r.ok and r.stdout == "True 1560\n", r
+
+
+def test_a_paused_session_that_dies_or_is_closed_leaves_nothing_behind(sandbox):
+    victim = sandbox.fork()
+    r = victim.run("import _rao_host, os\nprint(os.getpid(), flush=True)\n_rao_host.call(1)")
+    assert r.hostcall == "1", r
+    sandbox.run(f"import os, signal\nos.kill({int(r.stdout)}, signal.SIGKILL)")  # a sibling kills it while paused
+    r = victim.run("5")
+    assert r.restarted and r.hostcall is None and "had died" in r.stderr, r
+    for _ in range(30):  # paused and closed: the fork-server drops the run's pipes with it
+        s = sandbox.fork()
+        assert s.run("import _rao_host\n_rao_host.call(2)").hostcall == "2"
+        s.close()
+    s = sandbox.fork()
+    assert s.run("print('still', 1 + 1)").stdout == "still 2\n"
+    s.close()
+
+
+def test_paused_runs_keep_no_file_descriptors_of_the_fork_server():
+    box = make_sandbox("process")
+    with box:
+        fds = lambda: len(os.listdir(f"/proc/{box.worker_pid}/fd"))  # noqa: E731
+        s = box.fork()
+        s.run("import _rao_host")
+        s.close()
+        before = fds()
+        for _ in range(20):
+            s = box.fork()
+            assert s.run("import _rao_host\n_rao_host.call(2)").hostcall == "2"
+            s.close()
+            s = box.fork()
+            assert s.run("import _rao_host\n_rao_host.call(3)").hostcall == "3"
+            assert s.run("4").ok
+            s.close()
+        assert fds() == before
+
+
 def test_is_dying_reads_the_kernels_view():
     import signal
     import subprocess
