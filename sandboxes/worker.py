@@ -21,7 +21,9 @@ Trust boundary (issue 10; see the README's "trust boundary" and reference/sandbo
   one continued is stopped again, and nothing of a run executes after its reply;
 * each call hands the session fresh pipes (stdout, stderr, report); this process never reads
   a channel a session could have written to before the call, so stale or forged frames go
-  nowhere;
+  nowhere. A run that stops at a host call is *paused*, not over (the session is stopped,
+  processes it started are killed as after a call, a session with extra threads is replaced);
+  it keeps its pipes until the host's answer continues it or the session is killed;
 * after each call every process except this one and the (stopped) sessions is SIGKILLed
   (after a call that ended normally, processes already dying, i.e. exiting or with a SIGKILL
   pending, are left to the kernel instead of being waited for: they run nothing more);
