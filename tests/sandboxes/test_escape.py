@@ -225,6 +225,37 @@ def test_a_killed_child_is_not_waited_for_and_nothing_of_a_run_survives_it(isola
     assert isolated.run("len(pids)").stdout == "3\n"  # the session itself lives on
 
 
+_OTHERS = ("import os\nkeep = {1, os.getpid(), os.getppid(), %d}\nout = []\nfor p in os.listdir('/proc'):\n"
+           "    if p.isdigit() and int(p) not in keep:\n"
+           "        try:\n            st = open('/proc/%%s/stat' %% p).read()\n        except OSError:\n"
+           "            continue\n        if st[st.rindex(')') + 2] not in 'ZX':\n            out.append(p)\n"
+           "print(len(out))")
+
+
+def test_a_process_a_signal_handler_forks_between_calls_is_swept_by_the_next_call(isolated):
+    """A daemon forked by a sibling's own signal handler, which another session's cell woke
+    up, is found by the next call of any kind, even a close (and a quick run's live child that
+    let go of its output pipes at once, by the sweep after that run)."""
+    quiet = ("import os, time\npid = os.fork()\nif pid == 0:\n    null = os.open('/dev/null', os.O_RDWR)\n"
+             "    os.dup2(null, 1)\n    os.dup2(null, 2)\n    time.sleep(60)\n    os._exit(0)\n")
+    for _ in range(3):  # a quick run whose live child let go of its output at once
+        r = isolated.run(quiet)
+        assert r.ok, r
+        assert isolated.run(_OTHERS % 0).stdout == "0\n"
+    spare = isolated.fork()
+    other = isolated.session()
+    pid = int(other.run("import os, signal, time\ndef h(*a):\n    if os.fork() == 0:\n        os.setsid()\n"
+                        "        time.sleep(600)\nsignal.signal(signal.SIGUSR1, h)\nos.getpid()").stdout)
+    r = isolated.run(f"import os, signal\nos.kill({pid}, signal.SIGUSR1)\nos.kill({pid}, signal.SIGCONT)")
+    assert r.ok, r
+    spare.close()  # a call that runs no user code still sweeps what was forked since the last one
+    assert isolated.run(_OTHERS % pid).stdout == "0\n"
+    for _ in range(3):  # and when the handler only runs at the sibling's own next call
+        isolated.run(f"import os, signal\nos.kill({pid}, signal.SIGUSR1)")
+        assert other.run("import time\ntime.sleep(0.05)").ok
+        assert isolated.run(_OTHERS % pid).stdout == "0\n"
+
+
 def test_memory_bomb(any_sb):
     r = any_sb.run("x = bytearray(8 * 1024**3)")
     assert r.error_kind == "memory" and "MemoryError" in r.stderr, r
