@@ -457,26 +457,8 @@ def _session_loop(sock, cfg, globs, devnull):
     """One REPL session: stop until the fork-server continues us with a call, answer it on the
     call's own report pipe, stop again (the stop, seen by the kernel, is what ends the call)."""
     my_pid = os.getpid()
-    fd = sock.fileno()
-    flags = getattr(socket, "MSG_CMSG_CLOEXEC", 0)
-    chld = _quiet_children()
-    os.kill(my_pid, signal.SIGSTOP)  # between calls nothing of ours runs
     while True:
-        if chld is not None:
-            try:
-                signal.signal(signal.SIGCHLD, chld)
-            except (ValueError, OSError, TypeError):
-                pass
-        try:
-            msg, fds, _, _ = socket.recv_fds(sock, 1, 4, flags)
-        except (OSError, EOFError):
-            os._exit(0)
-        if not msg:
-            os._exit(0)
-        try:
-            req = _read_frame(fd, _MAX_HOST_FRAME, time.monotonic() + 10)
-        except Exception:
-            os._exit(3)
+        msg, fds, req = _next_call(sock, my_pid)  # between calls nothing of ours runs
         if msg == b"R" and len(fds) == 3:
             _CALL.update(sock=sock, report=fds[2], pid=my_pid, devnull=devnull)
             reply = _session_run(req, fds[0], fds[1], globs, my_pid, devnull)
@@ -487,13 +469,35 @@ def _session_loop(sock, cfg, globs, devnull):
             os._exit(3)
         if os.getpid() != my_pid:  # a child forked by user code must never answer
             os._exit(0)
-        chld = _quiet_children()
         try:
             _write_all(fds[-1], _frame(reply))
         except OSError:
             pass
         os.close(fds[-1])
-        os.kill(my_pid, signal.SIGSTOP)
+
+
+def _next_call(sock, my_pid):
+    """Stop until the fork-server continues us, then take its next message: ``(tag, fds,
+    request frame)``. Our children are reaped first, and SIGCHLD ignored while we are stopped
+    (:func:`_quiet_children`). Exits when the channel is gone or the message is malformed."""
+    chld = _quiet_children()
+    os.kill(my_pid, signal.SIGSTOP)
+    if chld is not None:
+        try:
+            signal.signal(signal.SIGCHLD, chld)
+        except (ValueError, OSError, TypeError):
+            pass
+    try:
+        msg, fds, _, _ = socket.recv_fds(sock, 1, 4, getattr(socket, "MSG_CMSG_CLOEXEC", 0))
+    except (OSError, EOFError):
+        os._exit(0)
+    if not msg:
+        os._exit(0)
+    try:
+        req = _read_frame(sock.fileno(), _MAX_HOST_FRAME, time.monotonic() + 10)
+    except Exception:
+        os._exit(3)
+    return msg, fds, req
 
 
 # --------------------------------------------------------------------------- host calls (code mode)
@@ -535,23 +539,8 @@ def _host_call(payload):
             _write_all(st["report"], _frame({"exit": 0, "kind": None, "hostcall": body, "pause": True}))
         except OSError:
             pass
-        sock, my_pid = st["sock"], st["pid"]
-        chld = _quiet_children()
-        os.kill(my_pid, signal.SIGSTOP)
-        if chld is not None:
-            try:
-                signal.signal(signal.SIGCHLD, chld)
-            except (ValueError, OSError, TypeError):
-                pass
-        try:
-            msg, fds, _, _ = socket.recv_fds(sock, 1, 4, getattr(socket, "MSG_CMSG_CLOEXEC", 0))
-        except (OSError, EOFError):
-            os._exit(0)
+        msg, fds, req = _next_call(st["sock"], st["pid"])
         if msg != b"A" or fds:
-            os._exit(3)
-        try:
-            req = _read_frame(sock.fileno(), _MAX_HOST_FRAME, time.monotonic() + 10)
-        except Exception:
             os._exit(3)
     finally:
         st["busy"] = False
