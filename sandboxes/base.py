@@ -341,8 +341,8 @@ class PipeTransport(Transport):
 
     def wait_closed(self, timeout: float) -> bool:
         """Wait up to ``timeout`` seconds until the worker's end of the channel is closed (every
-        process holding it is gone); True if it is. Only while no request is in flight: what
-        arrives meanwhile is dropped."""
+        process holding it is gone); True if it is. What arrives meanwhile is dropped: meant for
+        a worker being killed (a request in flight fails with :class:`WorkerDied` either way)."""
         deadline = time.monotonic() + timeout
         while True:
             left = deadline - time.monotonic()

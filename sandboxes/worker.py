@@ -460,7 +460,7 @@ def _session_loop(sock, cfg, globs, devnull):
     while True:
         msg, fds, req = _next_call(sock, my_pid)  # between calls nothing of ours runs
         if msg == b"R" and len(fds) == 3:
-            _CALL.update(sock=sock, report=fds[2], pid=my_pid, devnull=devnull)
+            _CALL.update(sock=sock, report=fds[2], pid=my_pid)
             reply = _session_run(req, fds[0], fds[1], globs, my_pid, devnull)
             _CALL.pop("report", None)
         elif msg == b"F" and len(fds) == 2:
@@ -501,7 +501,7 @@ def _next_call(sock, my_pid):
 
 
 # --------------------------------------------------------------------------- host calls (code mode)
-_CALL = {}  # the session's current call: socket, report pipe, pid, /dev/null (set per run)
+_CALL = {}  # the session's current call: socket, report pipe, pid (set per run), busy (in a host call)
 _MAX_HOSTCALL = 60000  # characters of one host call's JSON (it travels in the 64 KiB report)
 
 
@@ -861,7 +861,6 @@ class _RunOutput:
             self.truncated = True
             self._close(fd)
 
-
     def _read_available(self):
         """Read what the open pipes already hold, without blocking."""
         for fd in list(self.open_fds):
@@ -930,6 +929,13 @@ class _Run:
         if self.rep_r >= 0:
             os.close(self.rep_r)
             self.rep_r = -1
+
+
+def _with_notes(stderr, notes):
+    """A run's stderr with the sandbox's own notes (lines) after it."""
+    if not notes:
+        return stderr
+    return stderr + ("\n" if stderr and not stderr.endswith("\n") else "") + "\n".join(notes) + "\n"
 
 
 def _classify(report, status, timed_out, timeout):
@@ -1356,9 +1362,7 @@ class Server:
             del report_buf[:]
             self.paused[sid] = run
             self.sweep(duration, leave_dying=True)
-            if notes:
-                stderr = stderr + ("\n" if stderr and not stderr.endswith("\n") else "") + "\n".join(notes) + "\n"
-            return {"stdout": stdout, "stderr": stderr, "exit": 0, "duration": duration,
+            return {"stdout": stdout, "stderr": _with_notes(stderr, notes), "exit": 0, "duration": duration,
                     "truncated": output.truncated, "error_kind": None, "restarted": died,
                     "hostcall": report["hostcall"] if isinstance(report.get("hostcall"), str) else ""}
         output.drain()
@@ -1378,12 +1382,9 @@ class Server:
         if restart:
             self._spawn(sid)
             notes.append("[sandbox] a fresh session was started: variables from earlier calls are gone")
-        stderr = output.text(output.err_r)
-        if notes:
-            stderr = stderr + ("\n" if stderr and not stderr.endswith("\n") else "") + "\n".join(notes) + "\n"
         return {
             "stdout": output.text(output.out_r),
-            "stderr": stderr,
+            "stderr": _with_notes(output.text(output.err_r), notes),
             "exit": exit_code,
             "duration": duration,
             "truncated": output.truncated,
