@@ -292,7 +292,8 @@ def test_bad_sandbox_argument_is_a_config_error():
 @pytest.mark.parametrize("env_id", rao_envs.task_ids())
 def test_conformance_suite_in_code_mode(env_id):
     report = conf.run_conformance(env_id, quick=True, protocol="code", sandbox=FAST)
-    report.raise_on_failure()
+    report.raise_on_failure()  # the failed checks, by name, in the error
+    assert report.ok and report.results
 
 
 def test_json_of_a_code_mode_tree_round_trips():
