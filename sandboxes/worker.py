@@ -931,6 +931,11 @@ class _Run:
             self.rep_r = -1
 
 
+def _is_pause(report):
+    """True for a report frame that says the session stopped at a host call (see :func:`_host_call`)."""
+    return report is not None and report.get("pause") is True
+
+
 def _with_notes(stderr, notes):
     """A run's stderr with the sandbox's own notes (lines) after it."""
     if not notes:
@@ -1345,7 +1350,7 @@ class Server:
         _drain_into(run.rep_r, report_buf, _MAX_REPORT)  # the stop may be seen before the report was read
         if outcome in ("stopped", "paused"):
             report = _last_frame(report_buf)
-            if outcome == "stopped" and report is not None and report.get("pause") is True:
+            if outcome == "stopped" and _is_pause(report):
                 outcome = "paused"
             info = s.stat()
             if report is None:
@@ -1504,7 +1509,7 @@ class Server:
                         report_buf += chunk
                         last = _last_frame(report_buf)
                         reported = reported or last is not None
-                        pausing = last is not None and last.get("pause") is True
+                        pausing = _is_pause(last)
                 elif pidfd and fd == pidfd[0]:
                     self._poll(s.pid)
                     if s.pid not in self.exited:  # exited but not ours to reap? treat as dead
