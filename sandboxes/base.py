@@ -48,6 +48,8 @@ __all__ = [
 _HDR = struct.Struct(">I")
 _MAX_REPLY = 64 * 1024 * 1024
 _MAX_REQUEST = 64 * 1024 * 1024  # the worker's frame limit (code, put_file data)
+_MAX_AHEAD = 16 * 1024  # bytes of one request sent without waiting for its reply
+_AHEAD = 3  # requests in flight at most: their bytes stay under any channel's buffer, so a send never blocks
 ERROR_KINDS = (None, "exception", "memory", "timeout", "crashed", "infra")
 AGENT_ERROR_KINDS = ("exception", "memory", "timeout", "crashed")  # the code's fault: train on them
 
@@ -386,6 +388,18 @@ DEFAULT_PRELOAD = (
 
 
 # --------------------------------------------------------------------------- sandbox
+class _Pending:
+    """A request sent without waiting for its reply (see :meth:`Sandbox._submit`): ``reply`` once
+    read, ``error`` if the box died first."""
+
+    __slots__ = ("timeout", "reply", "error")
+
+    def __init__(self, timeout: float):
+        self.timeout = timeout
+        self.reply: Optional[dict] = None
+        self.error: Optional[str] = None
+
+
 class Sandbox:
     """One isolated box with a warm fork-server and a default REPL session.
 
@@ -419,6 +433,7 @@ class Sandbox:
         self.python_version: Optional[str] = None
         self.seccomp: Optional[bool] = None  # whether sessions run under the worker's seccomp filter
         self._epoch = 0  # bumped by start() and reset(): Session handles of earlier episodes go stale
+        self._pending: list = []  # requests sent ahead, oldest first; their replies come first
         self.default = Session(self, 0)
 
     # ----- backend hooks
@@ -505,6 +520,9 @@ class Sandbox:
 
     def _kill(self) -> None:
         self._started = False
+        for h in self._pending:
+            h.error = "the sandbox stopped before it answered"
+        self._pending = []
         try:  # kill first: closing the channel first lets the worker exit and race the removal
             self._teardown()
         except Exception:  # noqa: BLE001 - teardown must not raise
@@ -548,18 +566,47 @@ class Sandbox:
             raise WorkerDied("worker sent a malformed frame")
         return obj
 
-    def _call(self, req: dict, deadline: float) -> dict:
-        if self._transport is None:
-            raise WorkerDied("the sandbox is not running")
-        body = json.dumps(req).encode("ascii")  # pure ASCII: lone surrogates travel escaped
-        if len(body) > _MAX_REQUEST:
-            raise ValueError(f"request of {len(body)} bytes is over the {_MAX_REQUEST}-byte limit")
-        self._transport.send(_HDR.pack(len(body)) + body, deadline)
+    def _reply(self, deadline: float) -> dict:
         reply = self._recv(deadline)
         spids = reply.pop("spids", None)
         if isinstance(spids, list):
             self._session_pids = [p for p in spids if isinstance(p, int) and p > 1]
         return reply
+
+    def _settle(self) -> None:
+        """Read the replies of the requests sent ahead (the worker answers in order)."""
+        while self._pending:
+            h = self._pending[0]
+            h.reply = self._reply(time.monotonic() + h.timeout)
+            self._pending.pop(0)
+
+    def _body(self, req: dict, limit: int) -> bytes:
+        body = json.dumps(req).encode("ascii")  # pure ASCII: lone surrogates travel escaped
+        if len(body) > limit:
+            raise ValueError(f"request of {len(body)} bytes is over the {limit}-byte limit")
+        return _HDR.pack(len(body)) + body
+
+    def _call(self, req: dict, deadline: float) -> dict:
+        if self._transport is None:
+            raise WorkerDied("the sandbox is not running")
+        data = self._body(req, _MAX_REQUEST)
+        self._settle()
+        self._transport.send(data, deadline)
+        return self._reply(deadline)
+
+    def _died(self, e: WorkerDied) -> WorkerDied:
+        """Kill the box after a failed exchange; the error to raise (``agent`` set when user code took it down)."""
+        diag = self._transport.diagnostics() if self._transport else ""
+        try:
+            cause = self._agent_cause()
+        except Exception:  # noqa: BLE001 - a diagnosis must not turn into a crash
+            cause = None
+        self._broken = str(e) + (f"; worker stderr: {diag}" if diag else "")
+        self._kill()
+        if cause is not None:  # user code took the box down: a fresh one on the next call
+            msg, self._broken = self._broken, None
+            return WorkerDied(msg, agent=cause)
+        return WorkerDied(self._broken)
 
     def _request(self, req: dict, timeout: float) -> dict:
         """Send one request with a host-side watchdog; on failure kill the box, raise WorkerDied."""
@@ -574,17 +621,43 @@ class Sandbox:
             try:
                 return self._call(req, time.monotonic() + timeout)
             except WorkerDied as e:
-                diag = self._transport.diagnostics() if self._transport else ""
+                raise self._died(e) from None
+
+    def _submit(self, req: dict, timeout: float) -> _Pending:
+        """Send a small request (under 16 KiB) without waiting for its reply: the worker carries it
+        out while the host goes on, and its reply is read before the next request's (or by
+        :meth:`_wait`). For work that can be done ahead (forking the next session, closing a
+        finished one). Never raises: a failure is in the handle's ``error``. The box must be
+        running (nothing is sent ahead to a box that is not)."""
+        h = _Pending(timeout)
+        with self._lock:
+            if not self._started or self._transport is None:
+                h.error = "the sandbox is not running"
+                return h
+            try:
+                data = self._body(req, _MAX_AHEAD)
+                if len(self._pending) >= _AHEAD:
+                    self._settle()
+                self._transport.send(data, time.monotonic() + timeout)
+                self._pending.append(h)
+            except ValueError as e:
+                h.error = str(e)
+            except WorkerDied as e:
+                h.error = str(self._died(e))
+        return h
+
+    def _wait(self, h: _Pending) -> dict:
+        """The reply of a request sent ahead; raises :class:`WorkerDied` if the box died first."""
+        with self._lock:
+            if h in self._pending:
                 try:
-                    cause = self._agent_cause()
-                except Exception:  # noqa: BLE001 - a diagnosis must not turn into a crash
-                    cause = None
-                self._broken = str(e) + (f"; worker stderr: {diag}" if diag else "")
-                self._kill()
-                if cause is not None:  # user code took the box down: a fresh one on the next call
-                    msg, self._broken = self._broken, None
-                    raise WorkerDied(msg, agent=cause) from None
-                raise WorkerDied(self._broken) from None
+                    self._settle()
+                except WorkerDied as e:
+                    raise self._died(e) from None
+        if h.error is not None:
+            raise WorkerDied(h.error)
+        assert h.reply is not None
+        return h.reply
 
     def _run(self, sid: int, code: str, timeout: Optional[float]) -> ExecResult:
         t0 = time.monotonic()
@@ -670,9 +743,9 @@ class Sandbox:
             raise SandboxInfraError(f"could not open a session: {reply.get('error')}")
         return Session(self, sid)
 
-    def fork(self) -> "Session":
-        """A new session whose globals are a copy of the default session's."""
-        return self.default.fork()
+    def fork(self, wait: bool = True, warm: Optional[str] = None) -> "Session":
+        """A new session whose globals are a copy of the default session's (see :meth:`Session.fork`)."""
+        return self.default.fork(wait, warm)
 
     def reset(self) -> None:
         """Make the box indistinguishable from a fresh one for the next episode: kill every
@@ -745,20 +818,48 @@ class Session:
         self.sid = sid
         self.closed = False
         self.epoch = sandbox._epoch
+        self._created: Optional[_Pending] = None  # the fork that makes this session, sent ahead
 
     @property
     def stale(self) -> bool:
         """True once the sandbox was reset or restarted: this handle belongs to an earlier episode."""
         return self.epoch != self.sandbox._epoch
 
-    def run(self, code: str, timeout: Optional[float] = None) -> ExecResult:
-        """Run ``code`` in this session (see :meth:`Sandbox.run`)."""
+    def run(self, code: str, timeout: Optional[float] = None, wait: bool = True) -> Optional[ExecResult]:
+        """Run ``code`` in this session (see :meth:`Sandbox.run`). With ``wait=False`` the code
+        (under 16 KiB, printing little) is sent ahead and ``None`` returned at once: it runs while
+        the host goes on, and its outcome is discarded (for warming a session up)."""
         if self.closed:
             return ExecResult(stderr="[sandbox] this session is closed\n", exit=1, error_kind="exception")
         if self.stale and self.sid != 0:
             return ExecResult(stderr="[sandbox] this session belongs to an earlier episode (the sandbox was "
                                      "reset)\n", exit=1, error_kind="exception")
+        if not wait:
+            t = float(self.sandbox.limits.timeout if timeout is None else timeout)
+            self.sandbox._submit({"op": "run", "sid": self.sid, "code": code, "timeout": t, "cpu": t + 2.0}, t + 5.0)
+            return None
+        if self._created is not None:
+            failed = self._fork_failure()
+            if failed is not None:
+                return failed
         return self.sandbox._run(self.sid, code, timeout)
+
+    def _fork_failure(self) -> Optional[ExecResult]:
+        """For a session forked with ``wait=False``: None once the fork is known to have worked,
+        else the error result (and the session is closed)."""
+        h, self._created = self._created, None
+        try:
+            reply = self.sandbox._wait(h)
+        except WorkerDied as e:
+            self.closed = True
+            return ExecResult.infra(f"fork failed: {e}")
+        if reply.get("ok"):
+            return None
+        self.closed = True  # a run sent ahead may have opened an empty session under this id: close it
+        self.sandbox._submit({"op": "close", "sid": self.sid}, 10.0)
+        if reply.get("agent"):
+            return ExecResult(stderr=f"[sandbox] fork failed: {reply.get('error')}\n", exit=1, error_kind="exception")
+        return ExecResult.infra(f"fork failed: {reply.get('error')}")
 
     async def arun(self, code: str, timeout: Optional[float] = None) -> ExecResult:
         """``run`` for asyncio callers."""
@@ -766,16 +867,29 @@ class Session:
 
         return await asyncio.to_thread(self.run, code, timeout)
 
-    def fork(self) -> "Session":
+    def fork(self, wait: bool = True, warm: Optional[str] = None) -> "Session":
         """A new session in the same box whose globals are a copy of this one's (``os.fork``).
 
         Raises :class:`SandboxRefused` if the session's own state prevents the fork (its code
-        broke the session), :class:`SandboxInfraError` if the sandbox failed."""
+        broke the session), :class:`SandboxInfraError` if the sandbox failed. With
+        ``wait=False`` the fork is sent ahead and the new session returned at once: the box
+        forks while the host goes on, and a failure comes back as the result of the new
+        session's first :meth:`run` (refused: ``error_kind="exception"``; else ``infra``).
+        ``warm``: code the new session runs before it is handed over, output discarded and
+        errors ignored (host code, kept short: a fresh fork pays for each page it first writes,
+        and a warm-up that touches what the first call will touch takes that cost ahead)."""
         if self.stale and self.sid != 0:
             raise SandboxError("this session belongs to an earlier episode (the sandbox was reset)")
         sid = next(self.sandbox._sids)
+        req = {"op": "fork", "src": self.sid, "sid": sid}
+        if warm is not None:
+            req["warm"] = warm
+        if not wait:
+            s = Session(self.sandbox, sid)
+            s._created = self.sandbox._submit(req, 15.0)
+            return s
         try:
-            reply = self.sandbox._request({"op": "fork", "src": self.sid, "sid": sid}, 15.0)
+            reply = self.sandbox._request(req, 15.0)
         except WorkerDied as e:
             raise SandboxInfraError(f"fork failed: {e}") from None
         if not reply.get("ok"):
@@ -784,12 +898,16 @@ class Session:
             raise SandboxInfraError(f"fork failed: {reply.get('error')}")
         return Session(self.sandbox, sid)
 
-    def close(self) -> None:
-        """Kill this session's process (and its children); never raises."""
+    def close(self, wait: bool = True) -> None:
+        """Kill this session's process (and its children); never raises. With ``wait=False`` the
+        close is sent ahead (the box does it while the host goes on)."""
         if self.closed:
             return
         self.closed = True
         if self.sid == 0:
+            return
+        if not wait:
+            self.sandbox._submit({"op": "close", "sid": self.sid}, 10.0)
             return
         try:
             self.sandbox._request({"op": "close", "sid": self.sid}, 10.0)

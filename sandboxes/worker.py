@@ -464,7 +464,7 @@ def _session_loop(sock, cfg, globs, devnull):
             reply = _session_run(req, fds[0], fds[1], globs, my_pid, devnull)
             _CALL.pop("report", None)
         elif msg == b"F" and len(fds) == 2:
-            reply = _session_fork(sock, fds[0], fds[1], cfg, globs, devnull)
+            reply = _session_fork(sock, fds[0], fds[1], cfg, globs, devnull, req.get("warm"))
         else:
             os._exit(3)
         if os.getpid() != my_pid:  # a child forked by user code must never answer
@@ -694,35 +694,44 @@ def _clone_sibling():
     return pid
 
 
-def _become_session(sock, new_sock_fd, report_fd, cfg, globs, devnull):
-    """In the new process of a session fork: say hello on the new channel, then serve as a
-    session; never returns."""
+def _become_session(sock, new_sock_fd, report_fd, cfg, globs, devnull, warm=None):
+    """In the new process of a session fork: say hello on the new channel, run ``warm`` (the
+    host's code, if any: output to /dev/null, errors ignored), then serve as a session; never
+    returns."""
     try:
         sock.close()
         os.close(report_fd)
         new_sock = socket.socket(fileno=new_sock_fd)
+        pid = os.getpid()
         try:
-            new_sock.sendall(_frame({"pid": os.getpid()}))
+            new_sock.sendall(_frame({"pid": pid}))
         except OSError:
             os._exit(0)
+        if isinstance(warm, str):
+            try:
+                exec(compile(warm, "<warm>", "exec"), globs)
+            except BaseException:  # noqa: BLE001 - a warm-up is only ever an optimisation
+                pass
+            if os.getpid() != pid:
+                os._exit(0)
         _session_loop(new_sock, cfg, globs, devnull)
     finally:
         os._exit(0)
 
 
-def _session_fork(sock, new_sock_fd, report_fd, cfg, globs, devnull):
-    """Fork this session; the copy (a child of the fork-server) becomes a new session."""
+def _session_fork(sock, new_sock_fd, report_fd, cfg, globs, devnull, warm=None):
+    """Fork this session; the copy (a child of the fork-server) becomes a new session (which runs ``warm`` first)."""
     th = sys.modules.get("threading")
     single = th is None or th.active_count() <= 1
     pid = _clone_sibling() if single else None
     if pid == 0:
-        _become_session(sock, new_sock_fd, report_fd, cfg, globs, devnull)
+        _become_session(sock, new_sock_fd, report_fd, cfg, globs, devnull, warm)
     if pid is None:  # no raw clone: fork twice, the grandchild is orphaned to the fork-server
         pid = os.fork()
         if pid == 0:
             try:
                 if os.fork() == 0:
-                    _become_session(sock, new_sock_fd, report_fd, cfg, globs, devnull)
+                    _become_session(sock, new_sock_fd, report_fd, cfg, globs, devnull, warm)
             finally:
                 os._exit(0)
         try:
@@ -1266,7 +1275,9 @@ class Server:
         return {"ok": True}
 
     def op_fork(self, req):
-        """Fork session ``src`` into a new session ``sid`` with a copy of its globals."""
+        """Fork session ``src`` into a new session ``sid`` with a copy of its globals; the new one
+        first runs ``warm`` (optional host code, e.g. to take its first-write page faults before
+        its first call)."""
         src, sid = int(req["src"]), int(req["sid"])
         if sid in self.sessions:
             return {"error": "session %d exists" % sid}
@@ -1277,7 +1288,8 @@ class Server:
         rep_r, rep_w = os.pipe()
         deadline = time.monotonic() + 10
         try:
-            sent = self._send(s, b"F", [b.fileno(), rep_w], {}, deadline)
+            warm = req.get("warm")
+            sent = self._send(s, b"F", [b.fileno(), rep_w], {"warm": warm} if isinstance(warm, str) else {}, deadline)
             b.close()
             os.close(rep_w)
             if sent != "sent" or not self._wait_stopped(s.pid, deadline):
@@ -1300,7 +1312,7 @@ class Server:
         os.close(rep_r)
         a.shutdown(socket.SHUT_RD)
         self.sessions[sid] = _Session(pid, a)
-        self.sweep()
+        self.sweep(leave_dying=True)  # a session closed just before may still be on its way out
         return {"ok": True}
 
     def op_run(self, req):

@@ -1,20 +1,30 @@
 """The test harness that runs *inside* the sandbox (standard library only, Python 3.8+).
 
 The host never imports this module for running: :mod:`rao_envs.envs.code_synth.runner`
-sends its source text into the box, where :func:`_cs_main` runs one batch of test calls.
+sends its source text into the box once, into the box's clean default session, where model
+code never runs. A batch of test calls runs one of two ways, both in a process made for that
+batch alone, so nothing of one batch's model code reaches the next:
 
-Trust model. The harness (the *parent*, in the box's clean default session) forks a *child*
-process per batch; only the child executes model-written code (the parent only compiles it,
-once per source): each function into one namespace, then the calls, each on a fresh copy of its arguments, with stdout and stderr
-sent to ``/dev/null``. The child writes one JSON line per call to a pipe: the call's output
-in a canonical encoding (:func:`_cs_enc`) or its error. The parent enforces a per-call
-deadline (a call that hangs, crashes or exhausts memory fails alone; the parent forks a new
-child for the calls after it) and prints one line, ``nonce + JSON``, for the host. The
-harness never deletes anything: files model code leaves in the box are wiped by the
-sandbox's own ``reset`` (the runner resets its box when a new episode starts). The expected outputs never enter the box: the host compares
-the reported outputs with them, so model code that tampers with the harness, the pipe or the
-printed line can at most report outputs of its own choosing, which score only if they are
-the right ones, i.e. only by really passing the tests.
+* :func:`_cs_fast`, the usual way: in a session forked from the clean one ahead of time (while
+  the host was busy elsewhere) and closed after the batch. The module and the calls run in the
+  session itself, with stdout and stderr sent to ``/dev/null`` and a timer per call. When a
+  call overruns its time, or the session does not end the batch normally (it crashed, was
+  killed, left threads, printed no report or more than one), the host runs the whole batch
+  again with :func:`_cs_main`; so the results of a batch are always what the robust way gives.
+* :func:`_cs_main`, the robust way: the harness (the *parent*, in the clean session) forks a
+  *child* per batch; only the child executes model-written code (the parent only compiles it,
+  once per source). The child writes one JSON line per call to a pipe: the call's output in a
+  canonical encoding (:func:`_cs_enc`) or its error. The parent enforces a per-call deadline (a
+  call that hangs, crashes or exhausts memory fails alone; the parent forks a new child for the
+  calls after it) and prints one line, ``nonce + JSON``, for the host.
+
+The harness never deletes anything: files model code leaves in the box are wiped by the
+sandbox's own ``reset`` (the runner resets its box when a new episode starts). The expected
+outputs never enter the box: the host compares the reported outputs with them, so model code
+that tampers with the harness, the pipe or the printed line can at most report outputs of its
+own choosing, which score only if they are the right ones, i.e. only by really passing the
+tests. (In the fast way model code shares the reporting process, so the host reads nothing
+but the outputs from that report: an ``infra`` claim there is ignored.)
 """
 
 import json
@@ -197,3 +207,96 @@ def _cs_main(payload):
             pass
         os.close(r)
     print(job["nonce"] + json.dumps({"results": results, "infra": infra}))
+
+
+class _CsTimeout(BaseException):
+    """Raised in a call that overran its time (a BaseException, so a bare ``except Exception`` lets it through)."""
+
+
+_CS_ALARMS = []
+
+
+def _cs_alarm(signum, frame):
+    """SIGALRM handler of :func:`_cs_fast`: the running call is out of time. If the call swallows
+    that and is still running 50 ms later, the session ends itself (the host then runs the
+    batch the robust way, at once, instead of after the session's wall clock)."""
+    import signal
+
+    if _CS_ALARMS:
+        os._exit(3)
+    _CS_ALARMS.append(1)
+    signal.setitimer(signal.ITIMER_REAL, 0.05)
+    raise _CsTimeout()
+
+
+def _cs_fast(payload):
+    """Run one batch *in this process* (a session forked for this batch alone, killed after it) and
+    print the report; ``incomplete`` in it when a call overran its time (then the host runs the
+    batch again the robust way, with :func:`_cs_main`)."""
+    import signal
+    import sys
+
+    job = json.loads(payload)
+    module, calls = _cs_compiled(job["module"]), job["calls"]
+    per_call, deadline = float(job["per_call"]), time.monotonic() + float(job["total"])
+    keep = (os.dup(1), os.dup(2))
+    null = os.open(os.devnull, os.O_RDWR)
+    for fd in (0, 1, 2):
+        os.dup2(null, fd)
+    os.close(null)
+    results, incomplete = [], False
+    write = os.write
+    setitimer, real, dumps, enc, copy = signal.setitimer, signal.ITIMER_REAL, json.dumps, _cs_enc, _cs_copy
+    signal.signal(signal.SIGALRM, _cs_alarm)
+    try:
+        sys.setrecursionlimit(2000)
+        ns = {"__name__": "solution", "__builtins__": __builtins__}
+        errors = {}
+        for name, code in module:
+            if isinstance(code, str):
+                errors[name] = code
+                continue
+            try:
+                setitimer(real, per_call)
+                exec(code, ns)
+                setitimer(real, 0)
+            except _CsTimeout:
+                setitimer(real, 0)
+                incomplete = True
+                break
+            except BaseException as e:  # noqa: BLE001
+                setitimer(real, 0)
+                errors[name] = type(e).__name__ + ": " + str(e)[:200]
+        for name, args in calls if not incomplete else ():
+            if time.monotonic() >= deadline:
+                incomplete = True
+                break
+            try:
+                setitimer(real, per_call)
+                fn = ns.get(name)
+                if not callable(fn):
+                    why = errors.get(name)
+                    raise NameError("function %s is not defined%s" % (name, " (%s)" % why if why else ""))
+                out = enc(fn(*copy(args)))
+                setitimer(real, 0)
+                line = dumps({"out": out})
+                rec = {"out": out} if len(line) <= _CS_LINE_LIMIT else {"err": "output too large"}
+            except _CsTimeout:
+                setitimer(real, 0)
+                incomplete = True
+                break
+            except BaseException as e:  # noqa: BLE001
+                setitimer(real, 0)
+                try:
+                    msg = type(e).__name__ + ": " + str(e)[:300]
+                except BaseException:  # noqa: BLE001
+                    msg = "exception"
+                rec = {"err": msg}
+            results.append(rec)
+    except _CsTimeout:
+        incomplete = True
+    setitimer(real, 0)
+    for fd, saved in zip((1, 2), keep):
+        os.dup2(saved, fd)
+        os.close(saved)
+    write(1, (job["nonce"] + json.dumps({"results": results, "infra": None, "incomplete": incomplete}) + "\n").encode())

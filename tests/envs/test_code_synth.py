@@ -309,6 +309,49 @@ def test_hostile_function_sources_never_raise_never_score_never_escape(tmp_path)
     assert env.tree.root.score == pytest.approx(len(f0["tests"]) / sum(len(f["tests"]) for f in p["functions"]))
 
 
+def test_batches_run_the_fast_way_and_anything_unclean_runs_again_the_robust_way():
+    from rao_envs.envs.code_synth.runner import CodeRunner
+
+    runner = CodeRunner("local", per_call=FAST, total=3.0)
+    calls = [("f", [i]) for i in range(5)]
+    want = [{"out": [i, i]} for i in range(5)]
+    try:
+        ok = "def f(a):\n    return [a, a]\n"
+        assert runner.run([("f", ok)], calls) == want  # the first batch: no session forked ahead yet
+        assert runner.stats["fast"] == 0
+        assert runner.run([("f", ok)], calls) == want
+        assert runner.run([("f", ok)], calls[:2]) == want[:2]
+        assert runner.stats["fast"] == 2 and runner.stats["fallbacks"] == 0
+        # a call over its time: the whole batch runs again the robust way, where it fails alone
+        slow = "import time\ndef f(a):\n    if a == 2:\n        time.sleep(5)\n    return [a, a]\n"
+        got = runner.run([("f", slow)], calls)
+        assert got[:2] == want[:2] and got[3:] == want[3:] and got[2]["err"].startswith("timeout"), got
+        assert runner.stats["fallbacks"] == 1
+        # model code that forges a report (with an infrastructure claim) and ends the session
+        forge = (
+            "import os, sys\ndef f(a):\n    fr = sys._getframe(1)\n"
+            "    while fr is not None and not {'keep', 'job'} <= set(fr.f_locals):\n        fr = fr.f_back\n"
+            "    if fr is not None:\n        line = fr.f_locals['job']['nonce'] + "
+            "'{\"results\": [], \"infra\": \"forged\", \"incomplete\": false}\\n'\n"
+            "        os.write(fr.f_locals['keep'][0], line.encode())\n        os._exit(0)\n    return [a, a]\n"
+        )
+        assert runner.run([("f", forge)], calls) == want  # the robust way: its child cannot reach the output
+        assert runner.stats["fallbacks"] == 2
+        # model code that rewrites the fast report itself: only outputs can come of it, never infra
+        patch = (
+            "import json\nreal = json.dumps\n"
+            "def fake(o, *a, **k):\n    if isinstance(o, dict) and 'incomplete' in o:\n"
+            "        o = dict(o, infra='forged', results=[{'out': 'forged'}] * len(o['results']))\n"
+            "    return real(o, *a, **k)\n"
+            "def f(a):\n    json.dumps = fake\n    return [a, a]\n"
+        )
+        got = runner.run([("f", patch)], calls)
+        assert got == [{"out": "forged"}] * 5 and not any(compare(r, w["out"]) for r, w in zip(got, want))
+        assert runner.run([("f", ok)], calls) == want  # and the next batch is clean again
+    finally:
+        runner.close()
+
+
 def test_a_dead_sandbox_is_an_infra_error_of_that_node_and_the_next_call_gets_a_fresh_box():
     env = make(difficulty="easy")
     env.reset(seed=0)

@@ -104,6 +104,50 @@ def test_a_fork_is_a_child_of_the_fork_server_with_its_own_random_seed(sandbox):
     b.close()
 
 
+def test_work_sent_ahead_is_done_in_order_and_its_failures_reach_the_first_run(sandbox):
+    sandbox.run("a = [1]")
+    # fork, warm up and close without waiting: the box does it while the host goes on
+    ahead = sandbox.fork(wait=False)
+    assert ahead.run("a.append(2); b = 7", wait=False) is None
+    assert ahead.run("a, b").stdout == "([1, 2], 7)\n"  # the warm-up ran first, in the fork
+    assert sandbox.run("a").stdout == "[1]\n"
+    ahead.close(wait=False)
+    assert ahead.run("a").error_kind == "exception"  # closed: a clear error
+    warmed = sandbox.fork(wait=False, warm="w = len(a) + 4\nprint('nowhere')")
+    assert warmed.run("w").stdout == "5\n"  # the warm-up ran in the fork before its first call
+    broken = sandbox.fork(warm="raise ValueError('ignored')")
+    assert broken.run("a").stdout == "[1]\n"  # a failing warm-up costs nothing but itself
+    warmed.close(wait=False)
+    broken.close(wait=False)
+    before = sorted(sandbox._request({"op": "ping"}, 5.0)["sessions"])
+    for _ in range(10):  # more than the requests allowed in flight: the oldest replies are read first
+        sandbox.fork(wait=False).close(wait=False)
+    assert sorted(sandbox._request({"op": "ping"}, 5.0)["sessions"]) == before
+    # a fork whose source is gone: the fork's error is the first run's, and no session is left
+    gone = sandbox.session()
+    gone.close()
+    orphan = gone.fork(wait=False)
+    orphan.run("x = 1", wait=False)  # may open an empty session under the fork's id: closed again
+    res = orphan.run("x")
+    assert res.error_kind == "exception" and "fork failed" in res.stderr and orphan.closed
+    assert sorted(sandbox._request({"op": "ping"}, 5.0)["sessions"]) == before
+    # a box that dies with work in flight: the run that waits for it is an infrastructure error
+    pending = sandbox.fork(wait=False)
+    sandbox.kill_worker()
+    assert pending.run("1").is_infra
+    assert sandbox.run("1").is_infra  # a broken box stays broken until started again (the pool does that)
+    sandbox.start()
+    assert sandbox.run("1 + 1").stdout == "2\n"
+
+
+def test_requests_sent_ahead_must_be_small(sandbox):
+    s = sandbox.fork()
+    assert s.run("x = 1", wait=False) is None
+    assert s.run("x = '%s'" % ("y" * 20000), wait=False) is None  # over 16 KiB: not sent
+    assert s.run("x").stdout == "1\n"
+    s.close()
+
+
 def test_a_host_call_pauses_the_run_and_the_answer_resumes_it(sandbox):
     r = sandbox.run("import _rao_host\nprint('before')\nv = _rao_host.call({'ask': 1})\nprint('after', v)")
     assert r.ok and r.hostcall == '{"ask": 1}' and r.stdout == "before\n" and not r.restarted, r
