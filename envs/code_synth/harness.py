@@ -79,6 +79,71 @@ def _cs_compiled(module):
     return out
 
 
+class _CsTimeout(BaseException):
+    """Raised in a call that overran its time (a BaseException, so a bare ``except Exception`` lets it through)."""
+
+
+_CS_ALARMS = []
+
+
+def _cs_alarm(signum, frame):
+    """SIGALRM handler of :func:`_cs_fast`: the running call is out of time. If the call swallows
+    that and is still running 50 ms later, the session ends itself (the host then runs the
+    batch the robust way, at once, instead of after the session's wall clock)."""
+    import signal
+
+    if _CS_ALARMS:
+        os._exit(3)
+    _CS_ALARMS.append(1)
+    signal.setitimer(signal.ITIMER_REAL, 0.05)
+    raise _CsTimeout()
+
+
+def _cs_text(e, limit):
+    """``Type: message`` of an exception (the message cut at ``limit``; a hostile ``__str__`` gives "exception")."""
+    try:
+        return type(e).__name__ + ": " + str(e)[:limit]
+    except BaseException:  # noqa: BLE001
+        return "exception"
+
+
+def _cs_define(module):
+    """A fresh namespace with the module's functions defined (``_cs_compiled``'s list), and the
+    error of each one that did not compile or whose definition raised, by name. A
+    :class:`_CsTimeout` goes through."""
+    ns = {"__name__": "solution", "__builtins__": __builtins__}
+    errors = {}
+    for name, code in module:
+        if isinstance(code, str):  # it did not compile
+            errors[name] = code
+            continue
+        try:
+            exec(code, ns)
+        except _CsTimeout:
+            raise
+        except BaseException as e:  # noqa: BLE001 - the model's code: report, go on
+            errors[name] = _cs_text(e, 200)
+    return ns, errors
+
+
+def _cs_call(ns, errors, name, args):
+    """One test call on a fresh copy of its arguments: ``{"out": encoded output}`` or ``{"err":
+    text}``. A :class:`_CsTimeout` goes through."""
+    try:
+        fn = ns.get(name)
+        if not callable(fn):
+            why = errors.get(name)
+            raise NameError("function %s is not defined%s" % (name, " (%s)" % why if why else ""))
+        out = _cs_enc(fn(*_cs_copy(args)))
+    except _CsTimeout:
+        raise
+    except BaseException as e:  # noqa: BLE001 - the model's code
+        return {"err": _cs_text(e, 300)}
+    if len(json.dumps(out)) > _CS_LINE_LIMIT:
+        return {"err": "output too large"}
+    return {"out": out}
+
+
 def _cs_child(module, calls, start, wfd):
     """Child process: define the module (``_cs_compiled``'s list), run ``calls[start:]``, one JSON
     line each to ``wfd``; never returns."""
@@ -93,34 +158,11 @@ def _cs_child(module, calls, start, wfd):
         for fd in (0, 1, 2):
             os.dup2(null, fd)
         sys.setrecursionlimit(2000)
-        ns = {"__name__": "solution", "__builtins__": __builtins__}
-        errors = {}
-        for name, code in module:
-            if isinstance(code, str):  # it did not compile
-                errors[name] = code
-                continue
-            try:
-                exec(code, ns)
-            except BaseException as e:  # noqa: BLE001 - the model's code: report, go on
-                errors[name] = type(e).__name__ + ": " + str(e)[:200]
+        ns, errors = _cs_define(module)
         for i in range(start, len(calls)):
-            name, args = calls[i]
-            try:
-                fn = ns.get(name)
-                if not callable(fn):
-                    why = errors.get(name)
-                    raise NameError("function %s is not defined%s" % (name, " (%s)" % why if why else ""))
-                out = {"i": i, "out": _cs_enc(fn(*_cs_copy(args)))}
-                line = json.dumps(out)
-                if len(line) > _CS_LINE_LIMIT:
-                    line = json.dumps({"i": i, "err": "output too large"})
-            except BaseException as e:  # noqa: BLE001
-                try:
-                    msg = type(e).__name__ + ": " + str(e)[:300]
-                except BaseException:  # noqa: BLE001 - a hostile __str__
-                    msg = "exception"
-                line = json.dumps({"i": i, "err": msg})
-            os.write(wfd, (line + "\n").encode("utf-8", "backslashreplace"))
+            rec = _cs_call(ns, errors, *calls[i])
+            rec["i"] = i
+            os.write(wfd, (json.dumps(rec) + "\n").encode("utf-8", "backslashreplace"))
     except BaseException:  # noqa: BLE001
         pass
     os._exit(0)
@@ -209,26 +251,6 @@ def _cs_main(payload):
     print(job["nonce"] + json.dumps({"results": results, "infra": infra}))
 
 
-class _CsTimeout(BaseException):
-    """Raised in a call that overran its time (a BaseException, so a bare ``except Exception`` lets it through)."""
-
-
-_CS_ALARMS = []
-
-
-def _cs_alarm(signum, frame):
-    """SIGALRM handler of :func:`_cs_fast`: the running call is out of time. If the call swallows
-    that and is still running 50 ms later, the session ends itself (the host then runs the
-    batch the robust way, at once, instead of after the session's wall clock)."""
-    import signal
-
-    if _CS_ALARMS:
-        os._exit(3)
-    _CS_ALARMS.append(1)
-    signal.setitimer(signal.ITIMER_REAL, 0.05)
-    raise _CsTimeout()
-
-
 def _cs_fast(payload):
     """Run one batch *in this process* (a session forked for this batch alone, killed after it) and
     print the report; ``incomplete`` in it when a call overran its time (then the host runs the
@@ -245,53 +267,20 @@ def _cs_fast(payload):
         os.dup2(null, fd)
     os.close(null)
     results, incomplete = [], False
-    write = os.write
-    setitimer, real, dumps, enc, copy = signal.setitimer, signal.ITIMER_REAL, json.dumps, _cs_enc, _cs_copy
+    write, setitimer, real = os.write, signal.setitimer, signal.ITIMER_REAL
     signal.signal(signal.SIGALRM, _cs_alarm)
     try:
         sys.setrecursionlimit(2000)
-        ns = {"__name__": "solution", "__builtins__": __builtins__}
-        errors = {}
-        for name, code in module:
-            if isinstance(code, str):
-                errors[name] = code
-                continue
-            try:
-                setitimer(real, per_call)
-                exec(code, ns)
-                setitimer(real, 0)
-            except _CsTimeout:
-                setitimer(real, 0)
-                incomplete = True
-                break
-            except BaseException as e:  # noqa: BLE001
-                setitimer(real, 0)
-                errors[name] = type(e).__name__ + ": " + str(e)[:200]
-        for name, args in calls if not incomplete else ():
+        setitimer(real, per_call)  # the module's top level gets one call's time
+        ns, errors = _cs_define(module)
+        setitimer(real, 0)
+        for name, args in calls:
             if time.monotonic() >= deadline:
                 incomplete = True
                 break
-            try:
-                setitimer(real, per_call)
-                fn = ns.get(name)
-                if not callable(fn):
-                    why = errors.get(name)
-                    raise NameError("function %s is not defined%s" % (name, " (%s)" % why if why else ""))
-                out = enc(fn(*copy(args)))
-                setitimer(real, 0)
-                line = dumps({"out": out})
-                rec = {"out": out} if len(line) <= _CS_LINE_LIMIT else {"err": "output too large"}
-            except _CsTimeout:
-                setitimer(real, 0)
-                incomplete = True
-                break
-            except BaseException as e:  # noqa: BLE001
-                setitimer(real, 0)
-                try:
-                    msg = type(e).__name__ + ": " + str(e)[:300]
-                except BaseException:  # noqa: BLE001
-                    msg = "exception"
-                rec = {"err": msg}
+            setitimer(real, per_call)
+            rec = _cs_call(ns, errors, name, args)
+            setitimer(real, 0)
             results.append(rec)
     except _CsTimeout:
         incomplete = True
