@@ -78,13 +78,16 @@ class CodeRunner:
     """Runs batches of test calls against a module (``[(name, source), ...]``) in one pooled sandbox box.
 
     ``per_call`` and ``total`` are the deadlines (seconds) of one call and of one batch;
-    ``memory_mb`` caps each process in the box. Thread-safe (one batch at a time per runner).
+    ``memory_mb`` caps each process in the box; ``ahead``: fork and warm up the next batch's
+    session ahead of time (the module docstring's "Speed"), else every batch runs the robust
+    way. Thread-safe (one batch at a time per runner).
     """
 
-    def __init__(self, backend: str | None = None, memory_mb: int = 256, per_call: float = 1.0, total: float = 6.0) -> None:
+    def __init__(self, backend: str | None = None, memory_mb: int = 256, per_call: float = 1.0, total: float = 6.0,
+                 ahead: bool = True) -> None:
         from rao_envs.sandboxes import SandboxPool
 
-        self.per_call, self.total = float(per_call), float(total)
+        self.per_call, self.total, self.ahead = float(per_call), float(total), bool(ahead)
         # size=0: the one box in use is started on demand and kept; no idle spare doubles the cost
         self.pool = SandboxPool(
             backend, size=0, timeout=self.total + 4.0, memory_mb=memory_mb, processes=64,
@@ -146,7 +149,8 @@ class CodeRunner:
                     return results
             else:
                 self.stats["fast"] += 1
-            self._spare = box.fork(wait=False, warm=_WARM)  # the box forks and warms it up while we go on
+            if self.ahead:
+                self._spare = box.fork(wait=False, warm=_WARM)  # the box forks and warms it up while we go on
         return results
 
     def _fast(self, nonce: str, payload: str, n: int) -> list[dict[str, Any]] | None:
@@ -221,11 +225,12 @@ _RUNNERS: dict[tuple[Any, ...], CodeRunner] = {}
 _RUNNERS_LOCK = threading.Lock()
 
 
-def get_runner(backend: str | None = None, memory_mb: int = 256, per_call: float = 1.0, total: float = 6.0) -> CodeRunner:
+def get_runner(backend: str | None = None, memory_mb: int = 256, per_call: float = 1.0, total: float = 6.0,
+               ahead: bool = True) -> CodeRunner:
     """The process's runner for these settings (one warm box, shared by every episode; a forked process gets its own)."""
-    key = (os.getpid(), backend, memory_mb, per_call, total)
+    key = (os.getpid(), backend, memory_mb, per_call, total, ahead)
     with _RUNNERS_LOCK:
         runner = _RUNNERS.get(key)
         if runner is None:
-            runner = _RUNNERS[key] = CodeRunner(backend, memory_mb, per_call, total)
+            runner = _RUNNERS[key] = CodeRunner(backend, memory_mb, per_call, total, ahead)
         return runner

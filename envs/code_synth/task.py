@@ -72,6 +72,7 @@ class CodeSynth(Task):
         sandbox: str | None = None,
         memory_mb: int = 256,
         call_timeout: float = 1.0,
+        fork_ahead: bool = True,
     ) -> None:
         super().__init__(difficulty, split)
         from rao_envs.sandboxes import BACKENDS, SandboxUnavailable, default_backend
@@ -93,12 +94,15 @@ class CodeSynth(Task):
             raise ConfigError(f"{self.name}: memory_mb must be an integer from 64 to 4096, got {memory_mb!r}")
         if isinstance(call_timeout, bool) or not isinstance(call_timeout, (int, float)) or not 0.05 <= call_timeout <= 30:
             raise ConfigError(f"{self.name}: call_timeout must be a number of seconds from 0.05 to 30, got {call_timeout!r}")
+        if not isinstance(fork_ahead, bool):
+            raise ConfigError(f"{self.name}: fork_ahead must be True or False, got {fork_ahead!r}")
         self.backend, self.memory_mb, self.call_timeout = backend, memory_mb, float(call_timeout)
+        self.fork_ahead = fork_ahead
 
     # -- the sandbox ----------------------------------------------------------------------
     def runner(self) -> Any:
         """The process's warm test runner for this task's sandbox settings."""
-        return get_runner(self.backend, self.memory_mb, self.call_timeout, max(6.0, 4 * self.call_timeout))
+        return get_runner(self.backend, self.memory_mb, self.call_timeout, max(6.0, 4 * self.call_timeout), self.fork_ahead)
 
     # -- instances ------------------------------------------------------------------------
     def generate(self, rng: np.random.Generator) -> TaskInstance:

@@ -148,6 +148,8 @@ def test_bad_settings_are_typed_errors():
         CodeSynth(sandbox="vm")
     with pytest.raises(ConfigError, match="call_timeout"):
         CodeSynth(call_timeout=0)
+    with pytest.raises(ConfigError, match="fork_ahead"):
+        CodeSynth(fork_ahead="yes")
 
 
 def test_check_source_accepts_one_def_and_explains_every_mistake():
@@ -350,6 +352,13 @@ def test_batches_run_the_fast_way_and_anything_unclean_runs_again_the_robust_way
         assert runner.run([("f", ok)], calls) == want  # and the next batch is clean again
     finally:
         runner.close()
+    robust = CodeRunner("local", per_call=FAST, total=3.0, ahead=False)  # fork_ahead=False: the robust way only
+    try:
+        for _ in range(3):
+            assert robust.run([("f", "def f(a):\n    return [a, a]\n")], calls) == want
+        assert robust.stats["fast"] == 0 and robust.stats["fallbacks"] == 0 and robust._spare is None
+    finally:
+        robust.close()
 
 
 def test_a_dead_sandbox_is_an_infra_error_of_that_node_and_the_next_call_gets_a_fresh_box():
