@@ -319,12 +319,13 @@ class CodeRunner:
         return s, json.dumps(init)
 
     def node_ended(self, node: Node) -> None:
-        """The node ended: stop its REPL session."""
+        """The node ended: stop its REPL session (sent ahead: the box closes it while the engine
+        goes on, before it serves anything else; the session is stopped until then)."""
         self.cells.pop(node.id, None)
         s = self.sessions.pop(node.id, None)
         if s is not None:
             try:
-                s.close()
+                s.close(wait=False)
             except Exception:  # noqa: BLE001
                 pass
 
