@@ -166,7 +166,7 @@ class CodeRunner:
         if res is None or res.is_infra or res.error_kind is not None or res.restarted:
             self.stats["fallbacks"] += 1
             return None
-        reports = [line[len(nonce):] for line in res.stdout.splitlines() if line.startswith(nonce)]
+        reports = _reports(res.stdout, nonce)
         try:
             report = json.loads(reports[0]) if len(reports) == 1 else None
             results = report["results"]
@@ -176,7 +176,7 @@ class CodeRunner:
         if incomplete is not False or not isinstance(results, list) or len(results) != n:
             self.stats["fallbacks"] += 1
             return None
-        return [r if isinstance(r, dict) else {"err": "garbled result"} for r in results]
+        return _checked(results)
 
     def _robust(self, box: Any, nonce: str, payload: str, n: int) -> tuple[list[dict[str, Any]], bool]:
         """The batch the robust way (in the box's clean session, a forked child per batch): its
@@ -191,7 +191,7 @@ class CodeRunner:
         if res.is_infra:
             self._drop()
             raise InfraError(f"the sandbox failed while running tests: {res.stderr.strip()[:300]}")
-        reports = [line[len(nonce):] for line in res.stdout.splitlines() if line.startswith(nonce)]
+        reports = _reports(res.stdout, nonce)
         if res.error_kind is not None or len(reports) != 1:
             why = res.error_kind or ("no test report" if not reports else "more than one test report (tampered with)")
             return [{"err": f"the test run was stopped ({why}): code in the module killed or broke the test process"}] * n, False
@@ -205,7 +205,7 @@ class CodeRunner:
             raise InfraError(f"the sandbox could not run the tests: {report['infra'][:300]}")
         if not isinstance(results, list) or len(results) != n:
             return [{"err": "the test report was garbled"}] * n, False
-        return [r if isinstance(r, dict) else {"err": "garbled result"} for r in results], True
+        return _checked(results), True
 
     def settle(self) -> None:
         """Wait until the box has done the work sent ahead (the next batch's session is ready);
@@ -219,6 +219,16 @@ class CodeRunner:
         with self._lock:
             self._drop()
             self.pool.close()
+
+
+def _reports(stdout: str, nonce: str) -> list[str]:
+    """The JSON texts of the report lines (those that start with ``nonce``) in a run's stdout."""
+    return [line[len(nonce):] for line in stdout.splitlines() if line.startswith(nonce)]
+
+
+def _checked(results: list[Any]) -> list[dict[str, Any]]:
+    """A report's results with anything that is not a dict made a failed call."""
+    return [r if isinstance(r, dict) else {"err": "garbled result"} for r in results]
 
 
 _RUNNERS: dict[tuple[Any, ...], CodeRunner] = {}
