@@ -659,8 +659,8 @@ class Sandbox:
         assert h.reply is not None
         return h.reply
 
-    def _run(self, sid: int, code: str, timeout: Optional[float]) -> ExecResult:
-        t0 = time.monotonic()
+    def _run_request(self, sid: int, code: str, timeout: Optional[float]) -> dict | ExecResult:
+        """The worker's ``run`` request for ``code`` in session ``sid``, or the error result of bad arguments."""
         if not isinstance(code, str):
             return ExecResult(stderr=f"[sandbox] code must be a str, not {type(code).__name__}\n", exit=1,
                               error_kind="exception")
@@ -673,7 +673,14 @@ class Sandbox:
         # the CPU limit is a backstop behind the wall clock (SIGINT, then SIGKILL after a grace):
         # by default it must not fire first, or code that ignores SIGINT races the kill
         cpu = self.limits.cpu_seconds or timeout + 2.0
-        req = {"op": "run", "sid": sid, "code": code, "timeout": timeout, "cpu": cpu}
+        return {"op": "run", "sid": sid, "code": code, "timeout": timeout, "cpu": cpu}
+
+    def _run(self, sid: int, code: str, timeout: Optional[float]) -> ExecResult:
+        t0 = time.monotonic()
+        req = self._run_request(sid, code, timeout)
+        if isinstance(req, ExecResult):
+            return req
+        timeout = req["timeout"]
         try:
             # worker budget: the wall limit, the SIGINT grace, the sweep and a margin
             reply = self._request(req, timeout + 5.0)
@@ -835,8 +842,9 @@ class Session:
             return ExecResult(stderr="[sandbox] this session belongs to an earlier episode (the sandbox was "
                                      "reset)\n", exit=1, error_kind="exception")
         if not wait:
-            t = float(self.sandbox.limits.timeout if timeout is None else timeout)
-            self.sandbox._submit({"op": "run", "sid": self.sid, "code": code, "timeout": t, "cpu": t + 2.0}, t + 5.0)
+            req = self.sandbox._run_request(self.sid, code, timeout)
+            if isinstance(req, dict):
+                self.sandbox._submit(req, req["timeout"] + 5.0)
             return None
         if self._created is not None:
             failed = self._fork_failure()

@@ -163,7 +163,7 @@ class CodeRunner:
         # over that fails the fast way anyway
         res = spare.run(f"_cs_fast({payload!r})", timeout=min(self.total, (n + 1) * self.per_call) + 0.25)
         spare.close(wait=False)
-        if res is None or res.is_infra or res.error_kind is not None or res.restarted:
+        if res.is_infra or res.error_kind is not None or res.restarted:
             self.stats["fallbacks"] += 1
             return None
         reports = _reports(res.stdout, nonce)
